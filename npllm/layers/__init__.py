@@ -1,0 +1,32 @@
+"""The NumPy reference ops: pure ``*_forward`` / ``*_backward`` pairs with NamedTuple caches.
+
+Contract (shared/DESIGN.md): ``out, cache = name_forward(*inputs, **options)`` and
+``grads = name_backward(dout, cache)`` returning one gradient per floating-point array input, in order.
+Nothing is modified in place; ops compute in the input's dtype; batch first; weights are (D_in, D_out).
+"""
+from npllm.layers.activations import (gelu_backward, gelu_forward, relu_backward, relu_forward, sigmoid,
+                                      sigmoid_backward, sigmoid_forward, tanh_backward, tanh_forward)
+from npllm.layers.attention import (merge_heads, multi_head_attention_backward, multi_head_attention_forward,
+                                    scaled_dot_product_attention_backward, scaled_dot_product_attention_forward,
+                                    split_heads)
+from npllm.layers.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from npllm.layers.dropout import dropout_backward, dropout_forward
+from npllm.layers.embedding import embedding_backward, embedding_forward
+from npllm.layers.gru import gru_backward, gru_forward, gru_step_backward, gru_step_forward, init_gru
+from npllm.layers.layer_norm import layer_norm_backward, layer_norm_forward
+from npllm.layers.linear import linear_backward, linear_forward
+from npllm.layers.lstm import init_lstm, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
+from npllm.layers.positional import sinusoidal_positions
+from npllm.layers.rnn import init_rnn, rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
+from npllm.layers.softmax import (log_softmax, log_softmax_backward, log_softmax_forward, softmax,
+                                  softmax_backward, softmax_forward)
+
+
+def matmul(a, b):
+    """a @ b for float arrays (..., M, K) @ (..., K, N) → (..., M, N); the reference is NumPy's BLAS."""
+    return a @ b
+
+
+OPS = ("linear", "embedding", "tanh", "sigmoid", "relu", "gelu", "softmax", "log_softmax", "cross_entropy",
+       "layer_norm", "dropout", "rnn_step", "rnn", "lstm_step", "lstm", "gru_step", "gru",
+       "scaled_dot_product_attention", "multi_head_attention")

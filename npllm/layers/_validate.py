@@ -1,0 +1,73 @@
+"""Input checks shared by every op: each raises a clear error naming the argument, expected vs actual.
+
+They run before any computation, so a bad call never leaves half-done work behind.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def check_float(name: str, x, ndim=None, shape_doc: str = "") -> np.ndarray:
+    """Require a float32/float64 ndarray (with ``ndim`` dimensions if given, an int or a tuple of ints)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of float32 or float64, got {type(x).__name__}")
+    if x.dtype.type not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(str(n) for n in allowed)
+            doc = f" {shape_doc}" if shape_doc else ""
+            raise ValueError(f"{name} must have {want} dimensions{doc}, got shape {x.shape}")
+    return x
+
+
+def check_shape(name: str, x: np.ndarray, expected: tuple) -> None:
+    """Require ``x.shape == expected``; ``None`` entries in ``expected`` match any size."""
+    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape))
+    if not ok:
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ("," if len(expected) == 1 else "") + ")"
+        raise ValueError(f"{name} must have shape {want}, got {x.shape}")
+
+
+def check_same_dtype(**arrays) -> None:
+    """Require every given float array to share one dtype (ops compute in their input's dtype)."""
+    present = {k: v for k, v in arrays.items() if v is not None}
+    dtypes = {v.dtype for v in present.values()}
+    if len(dtypes) > 1:
+        listing = ", ".join(f"{k}={v.dtype}" for k, v in present.items())
+        raise TypeError(f"all floating inputs must share one dtype, got {listing}")
+
+
+def check_ids(name: str, ids, upper: int, allow: int | None = None) -> np.ndarray:
+    """Require an integer ndarray with values in [0, upper) (``allow`` is one extra permitted value)."""
+    if not isinstance(ids, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of integers, got {type(ids).__name__}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must have an integer dtype (token ids), got {ids.dtype}")
+    if ids.size:
+        values = ids if allow is None else ids[ids != allow]
+        if values.size:
+            low, high = int(values.min()), int(values.max())
+            if low < 0 or high >= upper:
+                bad = low if low < 0 else high
+                raise ValueError(f"{name} must lie in [0, {upper}), got a value of {bad}")
+    return ids
+
+
+def check_cache(name: str, cache, cache_type) -> None:
+    """Require the cache made by the matching forward."""
+    if not isinstance(cache, cache_type):
+        raise TypeError(f"{name} must be the {cache_type.__name__} returned by the forward, got {type(cache).__name__}")
+
+
+def upstream(name: str, dout, like: np.ndarray) -> np.ndarray:
+    """An upstream gradient: ``None`` means zeros; otherwise it must match ``like``'s shape."""
+    if dout is None:
+        return np.zeros_like(like)
+    dout = np.asarray(dout, dtype=like.dtype)
+    if dout.shape != like.shape:
+        raise ValueError(f"{name} must have the forward output's shape {like.shape}, got {dout.shape}")
+    return dout

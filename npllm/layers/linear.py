@@ -1,0 +1,44 @@
+"""Affine layer y = x W + b, the workhorse of every model (weights laid out (D_in, D_out), as x @ W)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from npllm.layers._validate import check_cache, check_float, check_same_dtype, check_shape, upstream
+
+
+class LinearCache(NamedTuple):
+    x: np.ndarray   # (..., D) the input
+    W: np.ndarray   # (D, M)
+    has_bias: bool
+
+
+def linear_forward(x, W, b):
+    """y = x @ W + b.  x (..., D), W (D, M), b (M,) or None → y (..., M), cache."""
+    check_float("x", x)
+    check_float("W", W, 2, "(D, M)")
+    if x.ndim < 1 or x.shape[-1] != W.shape[0]:
+        raise ValueError(f"x's last dimension must equal W's first (D = {W.shape[0]}), got x {x.shape} and W {W.shape}")
+    if b is not None:
+        check_float("b", b)
+        check_shape("b", b, (W.shape[1],))
+    check_same_dtype(x=x, W=W, b=b)
+    y = x @ W
+    if b is not None:
+        y = y + b
+    return y, LinearCache(x, W, b is not None)
+
+
+def linear_backward(dy, cache):
+    """dy (..., M) → dx (..., D), dW (D, M), db (M,) (db is None when forward had no bias)."""
+    check_cache("cache", cache, LinearCache)
+    x, W, has_bias = cache
+    dy = upstream("dy", dy, np.empty(x.shape[:-1] + (W.shape[1],), dtype=x.dtype))
+    dx = dy @ W.T
+    # Every leading position used the same W: its gradient sums over all of them.
+    x2 = x.reshape(-1, W.shape[0])     # (N, D)
+    dy2 = dy.reshape(-1, W.shape[1])   # (N, M)
+    dW = x2.T @ dy2
+    db = dy2.sum(axis=0) if has_bias else None
+    return dx, dW, db
