@@ -179,10 +179,13 @@ def check_op(forward, backward, inputs, kwargs=None, *, names=None, eps=DEFAULT_
     """Check ``backward`` of a forward/backward pair on ``inputs`` (float inputs are copied to float64).
 
     The scalar checked is L = Σ_k Σ out_k ⊙ dout_k with random normal upstream gradients dout_k, so
-    ``backward(*douts, cache)`` must equal ∂L/∂input.  With ``time_axis`` (the time axis of the
+    ``backward(*douts, cache)`` must equal ∂L/∂input.  ``kwargs`` is a dict of options, or a function
+    returning one (called before every forward: dropout needs a fresh, identically seeded rng).  With ``time_axis`` (the time axis of the
     outputs, e.g. 1 for (B, T, H)), each output step t is also checked alone, locating BPTT errors.
     """
-    kwargs = dict(kwargs or {})
+    # kwargs may be a function returning fresh keyword arguments, for ops that consume state on each
+    # call (dropout's Generator): every forward of the check must then see the same mask.
+    make_kwargs = kwargs if callable(kwargs) else (lambda: dict(kwargs or {}))
     rng = np.random.default_rng(seed)
     if names is None:
         params = [p for p in inspect.signature(forward).parameters.values()
@@ -191,17 +194,17 @@ def check_op(forward, backward, inputs, kwargs=None, *, names=None, eps=DEFAULT_
     inputs = [x.astype(np.float64) if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating) else x
               for x in inputs]
     float_positions = [i for i, x in enumerate(inputs) if isinstance(x, np.ndarray) and x.dtype == np.float64]
-    outputs = _float_outputs(forward(*inputs, **kwargs))
+    outputs = _float_outputs(forward(*inputs, **make_kwargs()))
     douts = [rng.standard_normal(o.shape) if o.ndim else np.float64(rng.standard_normal()) for o in outputs]
 
     def loss_with(upstream):
         def f():
-            outs = _float_outputs(forward(*inputs, **kwargs))
+            outs = _float_outputs(forward(*inputs, **make_kwargs()))
             return sum(float(np.sum(o * d)) for o, d in zip(outs, upstream))
         return f
 
     def analytic_with(upstream):
-        cache = _as_tuple(forward(*inputs, **kwargs))[-1]
+        cache = _as_tuple(forward(*inputs, **make_kwargs()))[-1]
         grads = _as_tuple(backward(*upstream, cache))
         if len(grads) != len(float_positions):
             raise ValueError(f"backward returned {len(grads)} gradients, expected one per float input "

@@ -20,5 +20,26 @@ def build_model(kind: str, config: dict, seed: int = 0, dtype="float32"):
     return cls(cls.config_class(**config), seed=seed, dtype=dtype)
 
 
+def model_from_checkpoint(checkpoint):
+    """The model a loaded :class:`npllm.checkpoint.Checkpoint` holds (params copied in, dtype kept)."""
+    from npllm.checkpoint import check_params_match
+    from npllm.errors import CheckpointError
+
+    kind, config = checkpoint.meta.get("model_type"), checkpoint.meta.get("model_config")
+    if kind not in LANGUAGE_MODELS:
+        raise CheckpointError(f"model_type {kind!r} is not a language model this command can load "
+                              f"(expected one of {sorted(LANGUAGE_MODELS)})")
+    if not isinstance(config, dict) or not checkpoint.params:
+        raise CheckpointError("checkpoint holds no model config or no weights")
+    dtype = next(iter(checkpoint.params.values())).dtype
+    try:
+        model = build_model(kind, config, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"model_config {config} is invalid: {exc}") from exc
+    check_params_match(checkpoint.params, model.params)
+    model.params = {name: checkpoint.params[name].copy() for name in model.params}
+    return model
+
+
 __all__ = ["GPT", "GPTConfig", "KVCache", "RNNLM", "LSTMLM", "GRULM", "RNNLMConfig", "LANGUAGE_MODELS",
-           "build_model"]
+           "build_model", "model_from_checkpoint"]

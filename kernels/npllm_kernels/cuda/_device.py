@@ -1,0 +1,69 @@
+"""Host-side helpers shared by the CUDA kernels: moving arrays, checking them, sizing launch grids.
+
+Every public op in this package comes in two flavours:
+
+* a *host* function (``matmul(a, b)``) with exactly the reference's contract: NumPy in, NumPy out. It
+  copies the inputs to the device once, launches the kernels and copies the result back once;
+* a *device* function (``matmul_device(a, b)``) that takes Numba device arrays, or any object with
+  ``__cuda_array_interface__`` (CuPy, PyTorch tensors), and returns Numba device arrays, so a benchmark
+  can time the kernels alone and a model can keep its activations on the GPU.
+
+Nothing here is copied between host and device implicitly: a NumPy array handed to a ``*_device``
+function is copied once on entry (:func:`as_device`), never inside a loop.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def ceil_div(n: int, size: int) -> int:
+    """Number of blocks of ``size`` needed to cover ``n`` items (at least 1, so a launch is legal)."""
+    return max(1, -(-int(n) // int(size)))
+
+
+def is_device_array(x) -> bool:
+    """True for a Numba device array or any object exposing ``__cuda_array_interface__``."""
+    return cuda.is_cuda_array(x)
+
+
+def as_device(x, name: str):
+    """``x`` as a Numba device array: device arrays pass through (no copy), NumPy arrays are copied once."""
+    if cuda.devicearray.is_cuda_ndarray(x):
+        return x
+    if is_device_array(x):
+        return cuda.as_cuda_array(x)  # a zero-copy view of someone else's GPU buffer
+    if isinstance(x, np.ndarray):
+        return cuda.to_device(np.ascontiguousarray(x))
+    raise TypeError(f"{name} must be a NumPy array or a CUDA device array, got {type(x).__name__}")
+
+
+def check_float(x, name: str) -> np.dtype:
+    """The floating dtype of ``x`` (float32 or float64), else a TypeError naming ``name``."""
+    dtype = np.dtype(x.dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def check_ndim(x, name: str, ndim: int, layout: str) -> None:
+    """Raise a ValueError naming ``name`` unless ``x`` has ``ndim`` axes (``layout`` describes them)."""
+    if len(x.shape) != ndim:
+        raise ValueError(f"{name} must have shape {layout}, got {tuple(x.shape)}")
+
+
+def check_contiguous(x, name: str) -> None:
+    """Kernels index flat row-major memory: a strided device view must be made contiguous by the caller."""
+    if not x.is_c_contiguous():
+        raise ValueError(f"{name} must be C-contiguous on the device; copy it first "
+                         "(e.g. cupy.ascontiguousarray) ")
+
+
+def device_float(x, name: str):
+    """``x`` on the device, checked to be a C-contiguous float32/float64 array."""
+    x = as_device(x, name)
+    check_float(x, name)
+    check_contiguous(x, name)
+    return x

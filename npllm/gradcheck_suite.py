@@ -1,0 +1,162 @@
+"""``npllm gradcheck``: gradient-check every op of npllm.layers on several random shapes.
+
+``op_cases(name, rng)`` yields ready-to-check cases (forward, backward, inputs, kwargs, time_axis) for
+each op of DESIGN.md's table; the tests reuse them, so the command and the suite check the same things.
+Shapes include batch 1 and sequence length 1; masks and ignore_index are exercised.  Inputs are kept
+away from the kinks of ReLU so central differences are meaningful there.
+"""
+from __future__ import annotations
+
+import sys
+from typing import NamedTuple
+
+import numpy as np
+
+from npllm import layers as L
+from npllm.gradcheck import DEFAULT_TOL, check_op
+
+
+class Case(NamedTuple):
+    label: str
+    forward: object
+    backward: object
+    inputs: list
+    kwargs: dict
+    time_axis: int | None = None
+
+
+def _n(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+def _away_from_zero(rng, *shape):
+    x = rng.standard_normal(shape)
+    return np.where(np.abs(x) < 0.1, 0.5, x)   # ReLU has a kink at 0: keep finite differences off it
+
+
+def _cases_elementwise(name, rng):
+    forward, backward = getattr(L, f"{name}_forward"), getattr(L, f"{name}_backward")
+    make = _away_from_zero if name == "relu" else _n
+    for shape in [(1, 5), (3, 4, 7)]:
+        yield Case(f"x{shape}", forward, backward, [make(rng, *shape)], {})
+    if name == "gelu":
+        yield Case("exact erf form", forward, backward, [_n(rng, 4, 6)], {"approximate": "none"})
+
+
+def _cases(name, rng):
+    """Yield the cases for op ``name``."""
+    if name in ("tanh", "sigmoid", "relu", "gelu"):
+        yield from _cases_elementwise(name, rng)
+    elif name == "linear":
+        yield Case("x(1,4)", L.linear_forward, L.linear_backward, [_n(rng, 1, 4), _n(rng, 4, 3), _n(rng, 3)], {})
+        yield Case("x(2,5,4)", L.linear_forward, L.linear_backward, [_n(rng, 2, 5, 4), _n(rng, 4, 6), _n(rng, 6)], {})
+    elif name == "embedding":
+        yield Case("ids(2,5) repeated", L.embedding_forward, L.embedding_backward,
+                   [np.array([[1, 3, 3, 0, 6], [6, 6, 2, 1, 0]]), _n(rng, 7, 4)], {})
+    elif name in ("softmax", "log_softmax"):
+        forward, backward = getattr(L, f"{name}_forward"), getattr(L, f"{name}_backward")
+        yield Case("x(1,5)", forward, backward, [_n(rng, 1, 5)], {})
+        yield Case("x(3,4,6) axis=1", forward, backward, [_n(rng, 3, 4, 6)], {"axis": 1})
+    elif name == "cross_entropy":
+        targets = np.array([[0, 4, -100, 2], [3, -100, 1, 1]])
+        yield Case("(2,4,5) ignore_index", L.cross_entropy_forward, L.cross_entropy_backward,
+                   [_n(rng, 2, 4, 5), targets], {})
+        yield Case("(1,1,3)", L.cross_entropy_forward, L.cross_entropy_backward,
+                   [_n(rng, 1, 1, 3), np.array([[2]])], {})
+    elif name == "layer_norm":
+        for shape in [(1, 6), (2, 3, 8)]:
+            C = shape[-1]
+            yield Case(f"x{shape}", L.layer_norm_forward, L.layer_norm_backward,
+                       [_n(rng, *shape), 1 + 0.1 * _n(rng, C), 0.1 * _n(rng, C)], {})
+    elif name == "dropout":
+        yield Case("p=0.3 training", L.dropout_forward, L.dropout_backward, [_n(rng, 4, 6)],
+                   lambda: {"p": 0.3, "rng": np.random.default_rng(3), "training": True})
+        yield Case("eval mode", L.dropout_forward, L.dropout_backward, [_n(rng, 2, 3)],
+                   {"p": 0.5, "rng": None, "training": False})
+    elif name in ("rnn_step", "lstm_step", "gru_step", "rnn", "lstm", "gru"):
+        yield from _cases_recurrent(name, rng)
+    elif name == "scaled_dot_product_attention":
+        yield from _cases_attention(rng)
+    elif name == "multi_head_attention":
+        B, T, C = 2, 5, 8
+        args = [_n(rng, B, T, C), 0.3 * _n(rng, C, 3 * C), 0.1 * _n(rng, 3 * C), 0.3 * _n(rng, C, C), 0.1 * _n(rng, C)]
+        yield Case("causal (2,5,8) 2 heads", L.multi_head_attention_forward, L.multi_head_attention_backward,
+                   args, {"n_head": 2, "causal": True})
+        yield Case("(1,1,8) 4 heads", L.multi_head_attention_forward, L.multi_head_attention_backward,
+                   [a[:1, :1] if a.ndim == 3 else a for a in args], {"n_head": 4})
+    else:
+        raise KeyError(name)
+
+
+def _cases_recurrent(name, rng):
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[name.removesuffix("_step")]
+    base = name.removesuffix("_step")
+    forward, backward = getattr(L, f"{name}_forward"), getattr(L, f"{name}_backward")
+    for B, T, D, H in [(1, 1, 3, 4), (2, 4, 3, 5)]:
+        weights = [0.5 * _n(rng, D, gates * H), 0.5 * _n(rng, H, gates * H)]
+        biases = [0.1 * _n(rng, gates * H)] * (2 if base == "gru" else 1)
+        biases = [0.1 * _n(rng, gates * H) for _ in biases]
+        states = [_n(rng, B, H)] * (2 if base == "lstm" else 1)
+        states = [_n(rng, B, H) for _ in states]
+        if name.endswith("_step"):
+            yield Case(f"B={B} D={D} H={H}", forward, backward, [_n(rng, B, D), *states, *weights, *biases], {})
+        else:
+            yield Case(f"B={B} T={T} D={D} H={H}", forward, backward, [_n(rng, B, T, D), *states, *weights, *biases],
+                       {}, time_axis=1)
+
+
+def _cases_attention(rng):
+    f, b = L.scaled_dot_product_attention_forward, L.scaled_dot_product_attention_backward
+    yield Case("causal Tq=Tk=5", f, b, [_n(rng, 2, 2, 5, 4), _n(rng, 2, 2, 5, 4), _n(rng, 2, 2, 5, 3)], {"causal": True})
+    yield Case("Tq=1 Tk=1", f, b, [_n(rng, 1, 1, 1, 4), _n(rng, 1, 1, 1, 4), _n(rng, 1, 1, 1, 4)], {})
+    mask = rng.random((2, 1, 3, 6)) > 0.4
+    mask[0, 0, 1] = False                                    # a fully masked query row
+    yield Case("mask + fully masked row, Tq=3 Tk=6", f, b,
+               [_n(rng, 2, 2, 3, 4), _n(rng, 2, 2, 6, 4), _n(rng, 2, 2, 6, 5)], {"mask": mask})
+    yield Case("causal Tq=2 < Tk=6 (cached keys)", f, b,
+               [_n(rng, 1, 2, 2, 4), _n(rng, 1, 2, 6, 4), _n(rng, 1, 2, 6, 4)], {"causal": True})
+
+
+def op_cases(name, rng=None):
+    """All cases for op ``name`` (a name from DESIGN.md's table) as a list of :class:`Case`."""
+    if name not in L.OPS:
+        raise ValueError(f"--op must be one of: {', '.join(L.OPS)}; got {name!r}")
+    return list(_cases(name, rng if rng is not None else np.random.default_rng(0)))
+
+
+def check_case(case: Case, tol=DEFAULT_TOL):
+    """Run :func:`npllm.gradcheck.check_op` on one case."""
+    return check_op(case.forward, case.backward, case.inputs, case.kwargs, tol=tol, time_axis=case.time_axis,
+                    op=case.forward.__name__.removesuffix("_forward"))
+
+
+def run(ops=None, tol=DEFAULT_TOL, seed=0, out=sys.stdout) -> bool:
+    """Check ``ops`` (default: all), print one table row per (op, input), return True if all pass."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name in ops or L.OPS:
+        worst = {}
+        for case in op_cases(name, rng):
+            report = check_case(case, tol)
+            for r in report.results:
+                worst[r.name] = max(worst.get(r.name, 0.0), r.relative_error)
+            if report.per_step is not None:
+                worst["(per step)"] = max(worst.get("(per step)", 0.0), max(report.per_step))
+        rows.extend((name, inp, err) for inp, err in worst.items())
+    print(f"{'op':<30}{'input':<12}{'max rel error':>14}  result", file=out)
+    for name, inp, err in rows:
+        print(f"{name:<30}{inp:<12}{err:>14.2e}  {'pass' if err <= tol else 'FAIL'}", file=out)
+    failed = [r for r in rows if r[2] > tol]
+    print(f"{len(rows) - len(failed)}/{len(rows)} gradients within relative error {tol:g} "
+          f"(float64 central differences over several shapes per op)", file=out)
+    return not failed
+
+
+def run_from_args(args) -> int:
+    """Entry point of ``npllm gradcheck [--op NAME] [--tol T] [--backend B]``."""
+    from npllm.errors import UsageError
+    if args.op is not None and args.op not in L.OPS:
+        raise UsageError("--op", f"unknown op {args.op!r}; choose from {', '.join(L.OPS)}")
+    if args.backend not in (None, "numpy"):
+        raise UsageError("--backend", "the op table checks the reference; kernel backwards are checked by the test suite")
+    return 0 if run([args.op] if args.op else None, tol=args.tol, seed=args.seed) else 1
