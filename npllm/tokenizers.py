@@ -106,7 +106,8 @@ class CharTokenizer(Tokenizer):
 
     def __init__(self, chars):
         self.chars = list(chars)
-        if not self.chars or len(set(self.chars)) != len(self.chars):
+        if (not self.chars or len(set(self.chars)) != len(self.chars)
+                or not all(isinstance(char, str) and len(char) == 1 for char in self.chars)):
             raise ValueError("chars must be a non-empty list of distinct characters")
         self.char_to_id = {char: i for i, char in enumerate(self.chars)}
 
@@ -191,7 +192,8 @@ class BPETokenizer(Tokenizer):
         self.merged_id = {(left, right): merged for left, right, merged in merges}
         self.merges = list(merges)
         self.special_tokens = dict(special_tokens or {})
-        # Special tokens (GPT-2's <|endoftext|>) are matched whole before the regex split, as Hugging Face does.
+        # Special tokens (GPT-2's <|endoftext|>) are matched whole before the regex split, as in
+        # Hugging Face's tokenizer.
         self._special_pattern = (regex.compile("(" + "|".join(map(regex.escape, sorted(
             self.special_tokens, key=len, reverse=True))) + ")") if self.special_tokens else None)
         self._cache: dict[str, list[int]] = {}
@@ -372,12 +374,15 @@ def _merge_pair(ids: list[int], pair: tuple[int, int], merged: int) -> list[int]
 def tokenizer_from_dict(state: dict) -> Tokenizer:
     """Rebuild a tokenizer from its ``to_dict()`` (the JSON stored in a checkpoint's metadata)."""
     kind = state.get("type") if isinstance(state, dict) else None
-    if kind == "char":
-        return CharTokenizer(state["chars"])
-    if kind == "word":
-        return WordTokenizer(state["words"])
-    if kind == "bpe":
-        return BPETokenizer.from_vocab_and_merges(state["vocab"], state["merges"])
+    try:
+        if kind == "char":
+            return CharTokenizer(state["chars"])
+        if kind == "word":
+            return WordTokenizer(state["words"])
+        if kind == "bpe":
+            return BPETokenizer.from_vocab_and_merges(state["vocab"], state["merges"])
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"malformed {kind!r} tokenizer state: {type(error).__name__}: {error}") from None
     raise ValueError(f"unknown tokenizer type {kind!r}; expected one of 'char', 'word', 'bpe'")
 
 

@@ -129,7 +129,8 @@ def test_get_batch_reaches_the_last_token():
 
 
 def test_get_batch_on_a_too_short_corpus_says_how_short():
-    with pytest.raises(ValueError, match=r"corpus of 8 tokens is shorter than one block of block_size\+1 = 9"):
+    message = r"corpus of 8 tokens is shorter than one block of block_size\+1 = 9"
+    with pytest.raises(ValueError, match=message):
         get_batch(np.arange(8), batch_size=2, block_size=8, rng=np.random.default_rng(0))
 
 

@@ -152,6 +152,10 @@ def test_load_errors_name_the_problem(tmp_path):
         load_tokenizer(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="unknown tokenizer type 'sentencepiece'"):
         tokenizer_from_dict({"type": "sentencepiece"})
+    with pytest.raises(ValueError, match="malformed 'bpe' tokenizer state: KeyError"):
+        tokenizer_from_dict({"type": "bpe", "vocab": {}})
+    with pytest.raises(ValueError, match="distinct characters"):
+        tokenizer_from_dict({"type": "char", "chars": ["a", "bc"]})
 
 
 def test_trained_bpe_round_trips_through_gpt2_files(tmp_path, bpe):
@@ -185,7 +189,8 @@ def test_from_pretrained_applies_merges_by_rank_like_gpt2(tmp_path):
     write_tiny_gpt2(tmp_path)
     tok = BPETokenizer.from_pretrained(tmp_path)
     assert tok.vocab_size == 263
-    # "hello" -> h e l l o -> he l l o -> he ll o -> hell o;  " world" -> Ġw o r l d -> Ġw or l d -> Ġwor l d.
+    # "hello":  h e l l o -> he l l o -> he ll o -> hell o
+    # " world": Ġ w o r l d -> Ġw o r l d -> Ġw or l d -> Ġwor l d
     # Byte ids: printable ASCII c has id ord(c) - 33, so o = 78, l = 75, d = 67.
     assert tok.encode("hello world") == [258, 78, 261, 75, 67]
     assert tok.decode([258, 78, 261, 75, 67]) == "hello world"
@@ -215,7 +220,8 @@ def test_from_pretrained_then_save_pretrained_writes_the_same_files(tmp_path):
     BPETokenizer.from_pretrained(tmp_path).save_pretrained(out)
     assert json.loads((out / "vocab.json").read_text(encoding="utf-8")) == \
         json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8"))
-    assert (out / "merges.txt").read_text(encoding="utf-8") == (tmp_path / "merges.txt").read_text(encoding="utf-8")
+    merges = (out / "merges.txt").read_text(encoding="utf-8")
+    assert merges == (tmp_path / "merges.txt").read_text(encoding="utf-8")
 
 
 def test_from_pretrained_missing_files_are_named(tmp_path):
