@@ -210,3 +210,9 @@ def test_forward_does_not_modify_inputs():
     L.lstm_backward(np.ones_like(hs), np.ones_like(cs), cache)
     for a, c in zip(args, copies):
         np.testing.assert_array_equal(a, c)
+
+
+def test_relu_forward_and_backward_values():
+    y, cache = L.relu_forward(np.array([-2.0, 0.0, 3.0]))
+    np.testing.assert_array_equal(y, [0.0, 0.0, 3.0])
+    np.testing.assert_array_equal(L.relu_backward(np.array([5.0, 5.0, 5.0]), cache), [0.0, 0.0, 5.0])
