@@ -130,8 +130,9 @@ def check_case(case: Case, tol=DEFAULT_TOL):
                     op=case.forward.__name__.removesuffix("_forward"))
 
 
-def run(ops=None, tol=DEFAULT_TOL, seed=0, out=sys.stdout) -> bool:
+def run(ops=None, tol=DEFAULT_TOL, seed=0, out=None) -> bool:
     """Check ``ops`` (default: all), print one table row per (op, input), return True if all pass."""
+    out = out or sys.stdout
     rng = np.random.default_rng(seed)
     rows = []
     for name in ops or L.OPS:
