@@ -77,6 +77,8 @@ def _cases(name, rng):
         yield from _cases_recurrent(name, rng)
     elif name == "scaled_dot_product_attention":
         yield from _cases_attention(rng)
+    elif name == "additive_attention":
+        yield from _cases_additive_attention(rng)
     elif name == "multi_head_attention":
         B, T, C = 2, 5, 8
         args = [_n(rng, B, T, C), 0.3 * _n(rng, C, 3 * C), 0.1 * _n(rng, 3 * C), 0.3 * _n(rng, C, C), 0.1 * _n(rng, C)]
@@ -115,6 +117,21 @@ def _cases_attention(rng):
                [_n(rng, 2, 2, 3, 4), _n(rng, 2, 2, 6, 4), _n(rng, 2, 2, 6, 5)], {"mask": mask})
     yield Case("causal Tq=2 < Tk=6 (cached keys)", f, b,
                [_n(rng, 1, 2, 2, 4), _n(rng, 1, 2, 6, 4), _n(rng, 1, 2, 6, 4)], {"causal": True})
+
+
+def _cases_additive_attention(rng):
+    f, b = L.additive_attention_forward, L.additive_attention_backward
+    B, Tk, Hq, Hk, A = 3, 5, 4, 6, 3
+    mask = np.ones((B, Tk), dtype=bool)
+    mask[1, 3:] = False                                      # a padded source
+    mask[2] = False                                          # a fully masked row
+    weights = [0.5 * _n(rng, Hq, A), 0.5 * _n(rng, Hk, A), _n(rng, A)]
+    yield Case("one query, mask + fully masked row", f, b, [_n(rng, B, Hq), _n(rng, B, Tk, Hk), *weights],
+               {"mask": mask})
+    yield Case("Tq=4 queries, no mask", f, b, [_n(rng, 2, 4, Hq), _n(rng, 2, 3, Hk), *weights], {}, time_axis=1)
+    yield Case("from projections, Tq=2", L.additive_attention_projected_forward,
+               L.additive_attention_projected_backward,
+               [_n(rng, B, 2, A), _n(rng, B, Tk, Hk), _n(rng, B, Tk, A), _n(rng, A)], {"mask": mask})
 
 
 def op_cases(name, rng=None):

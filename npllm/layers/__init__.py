@@ -4,6 +4,9 @@ Contract (shared/DESIGN.md): ``out, cache = name_forward(*inputs, **options)`` a
 ``grads = name_backward(dout, cache)`` returning one gradient per floating-point array input, in order.
 Nothing is modified in place; ops compute in the input's dtype; batch first; weights are (D_in, D_out).
 """
+from npllm.layers.additive_attention import (additive_attention_backward, additive_attention_forward,
+                                             additive_attention_projected_backward,
+                                             additive_attention_projected_forward)
 from npllm.layers.activations import (gelu_backward, gelu_forward, relu_backward, relu_forward, sigmoid,
                                       sigmoid_backward, sigmoid_forward, tanh_backward, tanh_forward)
 from npllm.layers.attention import (merge_heads, multi_head_attention_backward, multi_head_attention_forward,
@@ -29,4 +32,4 @@ def matmul(a, b):
 
 OPS = ("linear", "embedding", "tanh", "sigmoid", "relu", "gelu", "softmax", "log_softmax", "cross_entropy",
        "layer_norm", "dropout", "rnn_step", "rnn", "lstm_step", "lstm", "gru_step", "gru",
-       "scaled_dot_product_attention", "multi_head_attention")
+       "scaled_dot_product_attention", "multi_head_attention", "additive_attention")
