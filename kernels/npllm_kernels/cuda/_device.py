@@ -17,6 +17,8 @@ import numpy as np
 from numba import cuda
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# True under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), where kernels run as Python threads.
+SIMULATOR = bool(cuda.config.ENABLE_CUDASIM)
 
 
 def ceil_div(n: int, size: int) -> int:
@@ -25,16 +27,17 @@ def ceil_div(n: int, size: int) -> int:
 
 
 def is_device_array(x) -> bool:
-    """True for a Numba device array or any object exposing ``__cuda_array_interface__``."""
-    return cuda.is_cuda_array(x)
+    """True for a Numba device array (the simulator's too) or an object with ``__cuda_array_interface__``."""
+    # Spelled out rather than cuda.is_cuda_array(), which the simulator does not provide.
+    return bool(getattr(x, "__cuda_ndarray__", False)) or hasattr(x, "__cuda_array_interface__")
 
 
 def as_device(x, name: str):
     """``x`` as a Numba device array: device arrays pass through (no copy), NumPy arrays are copied once."""
-    if cuda.devicearray.is_cuda_ndarray(x):
+    if getattr(x, "__cuda_ndarray__", False):
         return x
-    if is_device_array(x):
-        return cuda.as_cuda_array(x)  # a zero-copy view of someone else's GPU buffer
+    if hasattr(x, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(x)  # a zero-copy view of another library's GPU buffer (CuPy, PyTorch)
     if isinstance(x, np.ndarray):
         return cuda.to_device(np.ascontiguousarray(x))
     raise TypeError(f"{name} must be a NumPy array or a CUDA device array, got {type(x).__name__}")
