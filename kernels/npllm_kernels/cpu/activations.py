@@ -1,0 +1,99 @@
+"""Fused GELU forward/backward (Numba CPU); reference: ``npllm.layers.activations``.
+
+GELU(x) = x Φ(x) (Hendrycks & Gimpel 2016).  GPT-2's tanh approximation is rewritten with a sigmoid,
+    0.5 x (1 + tanh(u)) = x σ(2u),   u = √(2/π) (x + 0.044715 x³),
+    GELU'(x) = σ(2u) + 2 x σ(2u) (1 − σ(2u)) u',   u' = √(2/π) (1 + 3 · 0.044715 x²),
+which is the same function with one exp and no cancellation: 1 + tanh(u) loses all its digits for
+x ≲ −5, σ(2u) keeps them.  ``fast_sigmoid`` (a polynomial exp, ``_math.py``) lets the loop vectorize;
+with ``np.tanh`` it would be one libm call per element (PERF-NOTES.md, lesson 2).
+
+``approximate="none"`` (the exact erf form) uses ``math.erf``, a scalar libm call per element, still
+fused into one parallel pass.  The cache keeps x by reference, as the reference's does.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from npllm.layers._validate import check_cache, check_float, upstream
+from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_exp, fast_sigmoid
+
+_GELU_APPROXIMATIONS = ("tanh", "none")
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_BLOCK = 4096   # elements per prange task: large enough to amortise scheduling, small enough to balance
+
+
+class FusedGeluCache(NamedTuple):
+    x: np.ndarray        # the input (the caller's array, never written)
+    approximate: str     # "tanh" or "none"
+
+
+@njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
+def _gelu_tanh_kernel(x, dy, out, backward):
+    """out = GELU(x), or dy · GELU'(x) when ``backward``; all 1-D of one length, tanh form."""
+    dtype = x.dtype.type
+    k0 = dtype(_SQRT_2_OVER_PI)
+    k1 = dtype(0.044715)
+    k3 = dtype(3 * 0.044715)
+    one = dtype(1.0)
+    two = dtype(2.0)
+    n = x.size
+    for block in prange((n + _BLOCK - 1) // _BLOCK):
+        stop = min(n, (block + 1) * _BLOCK)
+        if backward:
+            for i in range(block * _BLOCK, stop):
+                v = x[i]
+                s = fast_sigmoid(two * k0 * (v + k1 * v * v * v))     # σ(2u)
+                du = k0 * (one + k3 * v * v)
+                out[i] = dy[i] * (s + two * v * s * (one - s) * du)
+        else:
+            for i in range(block * _BLOCK, stop):
+                v = x[i]
+                out[i] = v * fast_sigmoid(two * k0 * (v + k1 * v * v * v))
+
+
+@njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
+def _gelu_erf_kernel(x, dy, out, backward):
+    """out = x Φ(x), or dy · (Φ(x) + x φ(x)) when ``backward``; all 1-D of one length."""
+    dtype = x.dtype.type
+    half = dtype(0.5)
+    n = x.size
+    for block in prange((n + _BLOCK - 1) // _BLOCK):
+        stop = min(n, (block + 1) * _BLOCK)
+        for i in range(block * _BLOCK, stop):
+            v = x[i]
+            cdf = half * (dtype(1.0) + dtype(math.erf(v * dtype(_INV_SQRT_2))))
+            if backward:
+                pdf = fast_exp(-half * v * v) * dtype(_INV_SQRT_2PI)
+                out[i] = dy[i] * (cdf + v * pdf)
+            else:
+                out[i] = v * cdf
+
+
+def _run(x, dy, approximate, backward):
+    flat_x = np.ascontiguousarray(x).reshape(-1)
+    flat_dy = flat_x if dy is None else np.ascontiguousarray(dy).reshape(-1)
+    out = np.empty_like(flat_x)
+    kernel = _gelu_tanh_kernel if approximate == "tanh" else _gelu_erf_kernel
+    kernel(flat_x, flat_dy, out, backward)
+    return out.reshape(x.shape)
+
+
+def gelu_forward(x, approximate="tanh"):
+    """GELU(x), any shape; approximate="tanh" (GPT-2) or "none" (exact x Φ(x)) → y, cache."""
+    check_float("x", x)
+    if approximate not in _GELU_APPROXIMATIONS:
+        raise ValueError(f"approximate must be 'tanh' or 'none', got {approximate!r}")
+    return _run(x, None, approximate, False), FusedGeluCache(x, approximate)
+
+
+def gelu_backward(dy, cache):
+    """dx = dy · GELU'(x), differentiating whichever form the forward used."""
+    check_cache("cache", cache, FusedGeluCache)
+    dy = upstream("dy", dy, cache.x)
+    return _run(cache.x, dy, cache.approximate, True)
