@@ -87,7 +87,8 @@ def gelu_forward(x, approximate="tanh"):
     if approximate not in _GELU_APPROXIMATIONS:
         raise ValueError(f"approximate must be 'tanh' or 'none', got {approximate!r}")
     if approximate == "tanh":
-        inner = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+        # x * x * x, not x ** 3: NumPy sends a float32 power to the generic pow loop, 20x slower here.
+        inner = _SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
         y = 0.5 * x * (1.0 + np.tanh(inner))
     else:
         from scipy.special import erf
@@ -101,7 +102,7 @@ def gelu_backward(dy, cache):
     x = cache.x
     dy = upstream("dy", dy, x)
     if cache.approximate == "tanh":
-        inner = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+        inner = _SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
         t = np.tanh(inner)
         dinner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
         grad = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner
