@@ -2,12 +2,14 @@
 
 - :class:`GPT` / :class:`GPTConfig` (gpt.py): the GPT-2 architecture.
 - :class:`RNNLM`, :class:`LSTMLM`, :class:`GRULM` / :class:`RNNLMConfig` (rnn_lm.py): recurrent LMs.
+- :class:`Seq2Seq` / :class:`Seq2SeqConfig` (seq2seq.py): LSTM encoder-decoder with additive attention.
 
 :data:`LANGUAGE_MODELS` maps the CLI's ``--model`` names to classes; :func:`build_model` rebuilds a model
 from what a checkpoint stores (its kind and config dict).
 """
 from npllm.models.gpt import GPT, GPTConfig, KVCache
 from npllm.models.rnn_lm import GRULM, LSTMLM, RNNLM, RNNLMConfig
+from npllm.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 LANGUAGE_MODELS = {"gpt": GPT, "lstm": LSTMLM, "gru": GRULM, "rnn": RNNLM}
 
@@ -41,5 +43,5 @@ def model_from_checkpoint(checkpoint):
     return model
 
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "RNNLM", "LSTMLM", "GRULM", "RNNLMConfig", "LANGUAGE_MODELS",
-           "build_model", "model_from_checkpoint"]
+__all__ = ["GPT", "GPTConfig", "KVCache", "RNNLM", "LSTMLM", "GRULM", "RNNLMConfig", "Seq2Seq", "Seq2SeqConfig",
+           "LANGUAGE_MODELS", "build_model", "model_from_checkpoint"]
