@@ -1,0 +1,18 @@
+"""Numba CPU kernels (``@njit``, ``cache=True``): the "numba" backend of :mod:`npllm.backend`.
+
+Every public name here has exactly the name, signature and contract of the reference op in
+:mod:`npllm.layers` it replaces; ``npllm.backend`` looks ops up by name in this module, and sends a
+backward to this module when its cache class was defined here.  File stems mirror ``npllm/layers``.
+Importing this package selects Numba's threading layer (see ``_threads``).
+"""
+from npllm_kernels.cpu._threads import configure as _configure_threads
+
+_configure_threads()
+
+from npllm_kernels.cpu.matmul import matmul  # noqa: E402
+from npllm_kernels.cpu.activations import gelu_backward, gelu_forward  # noqa: E402
+from npllm_kernels.cpu.cross_entropy import cross_entropy_backward, cross_entropy_forward  # noqa: E402
+from npllm_kernels.cpu.layer_norm import layer_norm_backward, layer_norm_forward  # noqa: E402
+from npllm_kernels.cpu.lstm import lstm_backward, lstm_forward  # noqa: E402
+from npllm_kernels.cpu.attention import (scaled_dot_product_attention_backward,  # noqa: E402
+                                         scaled_dot_product_attention_forward)

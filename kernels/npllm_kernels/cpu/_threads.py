@@ -1,0 +1,54 @@
+"""How the CPU kernels share the cores with BLAS (PERF-NOTES.md, lesson 4: idle thread pools spin).
+
+A training step alternates NumPy's BLAS (the linear layers) with Numba kernels (attention, layer norm,
+GELU, cross-entropy).  Both keep a pool of worker threads, and a pool that busy-waits after its call
+steals a core from whatever runs next.  The choices made here:
+
+* **Numba's threading layer is "workqueue"** (unless ``NUMBA_THREADING_LAYER`` is set, or numba has
+  already started its pool).  Its workers sleep on a condition variable between parallel regions, so a
+  finished kernel leaves both cores to BLAS.  GNU OpenMP (numba's default when TBB is missing) spins for
+  a while after every region, and the BLAS call that follows a kernel ran up to 2x slower next to it.
+  Waking a sleeping worker costs a few microseconds per region, which is noise even for the 1 ms kernels.
+* **Numba uses every core** (``numba.get_num_threads()``, 2 here); we never change it globally.
+* **BLAS runs on one thread inside a kernel that calls ``np.dot`` per tile** (attention): the kernel's
+  ``prange`` already keeps every core busy, and a multi-threaded BLAS inside each of its tasks would
+  oversubscribe the cores (PERF-NOTES lesson 1: 100 ms vs 510 ms).  :func:`single_threaded_blas` is the
+  context manager the Python wrappers put around such a kernel; it reuses one threadpoolctl controller,
+  so entering it costs about 10 µs instead of the 0.3 ms of a fresh ``threadpool_limits``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numba
+
+THREADING_LAYER = "workqueue"
+_controller = None
+
+
+def configure() -> str:
+    """Select the threading layer (once, before numba's first parallel region); return its name."""
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        try:
+            numba.threading_layer()          # raises ValueError until a parallel region has run
+        except ValueError:
+            numba.config.THREADING_LAYER = THREADING_LAYER
+    return numba.config.THREADING_LAYER
+
+
+def _blas_controller():
+    """One threadpoolctl controller for the BLAS libraries NumPy and Numba's ``np.dot`` (SciPy) load."""
+    global _controller
+    if _controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (Numba's np.dot calls SciPy's BLAS: load it first)
+        from threadpoolctl import ThreadpoolController
+        _controller = ThreadpoolController()
+    return _controller
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run the block with every BLAS library limited to one thread (then restore the previous limits)."""
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
