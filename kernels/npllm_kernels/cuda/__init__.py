@@ -17,6 +17,8 @@ Importing this package needs numba-cuda (``pip install -e .[cuda]``) but no GPU:
 first launch. Without a GPU set NUMBA_ENABLE_CUDASIM=1 (before numba.cuda is first imported) to run
 them in Numba's CUDA simulator; ``npllm.backend`` refuses "cuda" with a clear error otherwise.
 """
+import importlib as _importlib
+
 from npllm_kernels.cuda.attention import (AttentionCache, scaled_dot_product_attention_forward,
                                           scaled_dot_product_attention_forward_device)
 from npllm_kernels.cuda.attention_backward import (scaled_dot_product_attention_backward,
@@ -28,6 +30,11 @@ from npllm_kernels.cuda.matmul import matmul, matmul_device
 from npllm_kernels.cuda.softmax import (SoftmaxCache, softmax_backward, softmax_backward_device, softmax_forward,
                                         softmax_device)
 
+# The kernel modules by name. ``npllm_kernels.cuda.matmul`` is the *function* (the backend looks ops up
+# by name here), which shadows the module of the same name; this dict reaches the modules themselves.
+MODULES = {name: _importlib.import_module(f"npllm_kernels.cuda.{name}")
+           for name in ("matmul", "softmax", "cross_entropy", "attention", "attention_backward")}
+
 __all__ = [
     "matmul", "matmul_device",
     "softmax_forward", "softmax_backward", "softmax_device", "softmax_backward_device", "SoftmaxCache",
@@ -35,5 +42,5 @@ __all__ = [
     "cross_entropy_backward_device", "CrossEntropyCache",
     "scaled_dot_product_attention_forward", "scaled_dot_product_attention_backward",
     "scaled_dot_product_attention_forward_device", "scaled_dot_product_attention_backward_device",
-    "AttentionCache",
+    "AttentionCache", "MODULES",
 ]
