@@ -1,7 +1,8 @@
 """Fused softmax + cross-entropy (Numba CPU); reference: ``npllm.layers.cross_entropy``.
 
-    loss = mean over kept rows n of  lse_n − logits[n, t_n],   lse_n = log Σ_v exp(logits[n, v])
-    dlogits[n, v] = dloss / n_kept · (exp(logits[n, v] − lse_n) − [v = t_n])   (0 on ignored rows)
+    loss = mean over kept rows n of  lse_n − logits[n, t_n],   lse_n = m_n + log s_n,
+    m_n = max_v logits[n, v],   s_n = Σ_v exp(logits[n, v] − m_n)
+    dlogits[n, v] = dloss / n_kept · (exp(logits[n, v] − m_n) / s_n − [v = t_n])   (0 on ignored rows)
 
 Conventions are the reference's: targets equal to ``ignore_index`` are skipped, the mean is over the
 rest, and if every target is ignored the loss is 0 with zero gradient.
@@ -10,9 +11,13 @@ What the fusion buys (V = 50257 makes a GPT-2 logits row 200 KB in float32):
 * forward reads each row once and writes nothing of size V: the log-sum-exp is computed online, one
   chunk of ``_CHUNK`` logits at a time (chunk max, then Σ exp(x − running max) over the chunk while it
   is in L1; when a chunk raises the max, the running sum is rescaled by exp(old − new)).  Subtracting
-  the running max keeps every exp ≤ 1, so logits of ±1e4 are fine.  Only lse (one number a row) is kept;
-* backward recomputes exp(x − lse) in the same pass that writes the gradient, so no probability matrix
-  is ever stored (the reference stores one and copies it);
+  the running max keeps every exp ≤ 1, so logits of ±1e4 are fine.  Only m and s (two numbers a row,
+  float64) are kept;
+* backward recomputes exp(x − m) / s in the same pass that writes the gradient, so no probability
+  matrix is ever stored (the reference stores one and copies it).  It uses m and s rather than
+  exp(x − lse): lse rounded to float32 is off by up to ulp(lse)/2 — 5e-4 at logits of 1e4 — and every
+  probability of the row would inherit that relative error, while x − m is exact in float32 (m is one
+  of the row's own values) and 1/s is applied as a float64-rounded factor;
 * ``fast_exp`` (``_math.py``) instead of libm's exp lets both loops vectorize; rows run in ``prange``.
 
 Buffer ownership: the forward allocates the (N, V) gradient buffer (``np.empty``, so no page is touched
@@ -38,7 +43,8 @@ _CHUNK = 512   # logits per online-softmax step: 2-4 KB, stays in L1 between its
 class FusedCrossEntropyCache(NamedTuple):
     logits: np.ndarray      # (N, V) the caller's logits, rows flattened (never written)
     targets: np.ndarray     # (N,) int64
-    lse: np.ndarray         # (N,) float64 log-sum-exp of each row
+    row_max: np.ndarray     # (N,) float64 max of each row (one of its logits)
+    row_sum: np.ndarray     # (N,) float64 Σ exp(logits − row_max); log-sum-exp = row_max + log(row_sum)
     n_kept: int             # number of targets != ignore_index
     ignore_index: int
     logits_shape: tuple     # (..., V)
@@ -47,8 +53,8 @@ class FusedCrossEntropyCache(NamedTuple):
 
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
-def _cross_entropy_forward_kernel(logits, targets, ignore_index, lse, row_loss):
-    """lse[n] = log Σ exp(logits[n]); row_loss[n] = lse[n] − logits[n, t] (0 on ignored rows)."""
+def _cross_entropy_forward_kernel(logits, targets, ignore_index, row_max, row_sum, row_loss):
+    """Row max m, Σ exp(logits − m) and row_loss = m + log Σ − logits[n, t] (0 on ignored rows)."""
     N, V = logits.shape
     for row in prange(N):
         x = logits[row]
@@ -70,14 +76,15 @@ def _cross_entropy_forward_kernel(logits, targets, ignore_index, lse, row_loss):
             for v in range(start, stop):
                 chunk_sum += fast_exp(x[v] - m)
             running_sum += chunk_sum
-        lse[row] = running_max + np.log(running_sum)
+        row_max[row] = running_max
+        row_sum[row] = running_sum
         target = targets[row]
-        row_loss[row] = 0.0 if target == ignore_index else lse[row] - x[target]
+        row_loss[row] = 0.0 if target == ignore_index else running_max + np.log(running_sum) - x[target]
 
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
-def _cross_entropy_backward_kernel(logits, targets, ignore_index, lse, scale, dlogits):
-    """dlogits[n] = scale · (exp(logits[n] − lse[n]) − onehot(t_n)), 0 on ignored rows."""
+def _cross_entropy_backward_kernel(logits, targets, ignore_index, row_max, row_sum, scale, dlogits):
+    """dlogits[n] = scale · (exp(logits[n] − m_n) / s_n − onehot(t_n)), 0 on ignored rows."""
     N, V = logits.shape
     zero = logits.dtype.type(0.0)
     scale_t = logits.dtype.type(scale)
@@ -89,9 +96,10 @@ def _cross_entropy_backward_kernel(logits, targets, ignore_index, lse, scale, dl
                 out[v] = zero
             continue
         x = logits[row]
-        row_lse = x.dtype.type(lse[row])
+        m = x.dtype.type(row_max[row])              # exact: the max is one of the row's logits
+        factor = x.dtype.type(scale / row_sum[row])
         for v in range(V):
-            out[v] = fast_exp(x[v] - row_lse) * scale_t
+            out[v] = fast_exp(x[v] - m) * factor
         out[target] -= scale_t
 
 
@@ -104,15 +112,13 @@ def cross_entropy_forward(logits, targets, ignore_index=-100):
     N = flat_targets.size
     ignore_index = int(ignore_index)
     n_kept = int(np.count_nonzero(flat_targets != ignore_index))
-    lse = np.empty(N, dtype=np.float64)
-    row_loss = np.empty(N, dtype=np.float64)
-    if V > 0:
-        _cross_entropy_forward_kernel(flat_logits, flat_targets, ignore_index, lse, row_loss)
-    else:
-        lse.fill(-np.inf)      # no classes: only all-ignored targets pass validation
-        row_loss.fill(0.0)
+    row_max = np.full(N, -np.inf)
+    row_sum = np.zeros(N)
+    row_loss = np.zeros(N)
+    if V > 0:              # with no classes, only all-ignored targets pass validation
+        _cross_entropy_forward_kernel(flat_logits, flat_targets, ignore_index, row_max, row_sum, row_loss)
     loss = row_loss.sum() / max(n_kept, 1)
-    cache = FusedCrossEntropyCache(flat_logits, flat_targets, lse, n_kept, ignore_index, logits.shape,
+    cache = FusedCrossEntropyCache(flat_logits, flat_targets, row_max, row_sum, n_kept, ignore_index, logits.shape,
                                    np.empty((N, V), dtype=logits.dtype), np.zeros(1, dtype=np.bool_))
     return logits.dtype.type(loss), cache
 
@@ -134,7 +140,7 @@ def cross_entropy_backward(dloss, cache):
         raise ValueError(f"dloss must be a scalar (the loss is a scalar), got shape {dloss.shape}")
     scale = float(dloss.reshape(())) / max(cache.n_kept, 1)
     if cache.dlogits.size:
-        _cross_entropy_backward_kernel(cache.logits, cache.targets, cache.ignore_index, cache.lse, scale,
-                                       cache.dlogits)
+        _cross_entropy_backward_kernel(cache.logits, cache.targets, cache.ignore_index, cache.row_max,
+                                       cache.row_sum, scale, cache.dlogits)
     cache.consumed[0] = True
     return cache.dlogits.reshape(cache.logits_shape)

@@ -1,0 +1,222 @@
+"""Fused Numba CPU kernels (cross-entropy, layer norm, GELU) against the NumPy reference in npllm.layers.
+
+Each kernel must agree with its reference op on values and every gradient, leave its inputs untouched,
+keep the reference's signature, and pass a float64 numerical gradient check of its own.
+
+Tolerances: float64 1e-10, float32 1e-4, relative to each entry or to the size of the terms it is
+computed from (``scale``; by default the largest entry of the expected array), since an entry that is
+a sum cancelling to ~0 carries the rounding error of its terms.  A float32 kernel is compared with the
+reference evaluated in float64 on the same float32 inputs — the exact answer up to float32 rounding —
+so the reference's own float32 rounding (1 + tanh(u) in GELU's tail, x − μ in layer norm) does not
+count against the kernel; its output dtype must still be float32.
+"""
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytest.importorskip("numba")
+import npllm.layers as ref  # noqa: E402
+from npllm.backend import ops, use_backend  # noqa: E402
+from npllm.gradcheck import check_op  # noqa: E402
+from npllm_kernels.cpu import activations, cross_entropy, layer_norm  # noqa: E402
+
+RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+dtypes = st.sampled_from([np.float32, np.float64])
+seeds = st.integers(0, 2**32 - 1)
+FUSED = {"cross_entropy": cross_entropy, "layer_norm": layer_norm, "gelu": activations}
+
+
+def _float64(a):
+    return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+
+
+def assert_close(actual, desired, dtype, name="", scale=None):
+    """actual has ``dtype``, desired's shape, and entries within RTOL of desired's or of ``scale``."""
+    actual, desired = np.asarray(actual), np.asarray(desired)
+    assert actual.dtype == dtype, f"{name}: dtype {actual.dtype}, expected {np.dtype(dtype)}"
+    assert actual.shape == desired.shape, f"{name}: shape {actual.shape} vs {desired.shape}"
+    if scale is None:
+        scale = float(np.max(np.abs(desired), initial=0.0))
+    np.testing.assert_allclose(actual, desired.astype(dtype), rtol=RTOL[dtype], atol=RTOL[dtype] * scale,
+                               err_msg=name)
+
+
+def assert_matches_reference(op, inputs, kwargs, douts, dtype, out_scales=None, grad_scales=None):
+    """Kernel forward + backward vs the reference's (in float64); inputs and douts must stay unchanged."""
+    kernel_fw, kernel_bw = getattr(FUSED[op], f"{op}_forward"), getattr(FUSED[op], f"{op}_backward")
+    ref_fw, ref_bw = getattr(ref, f"{op}_forward"), getattr(ref, f"{op}_backward")
+    originals = [np.copy(x) for x in inputs + douts]
+    *outs, cache = kernel_fw(*inputs, **kwargs)
+    *ref_outs, ref_cache = ref_fw(*[_float64(x) for x in inputs], **kwargs)
+    for k, (out, ref_out, scale) in enumerate(zip(outs, ref_outs, out_scales or [None] * len(outs))):
+        assert_close(out, ref_out, dtype, f"{op} output {k}", scale)
+    grads = kernel_bw(*douts, cache)
+    ref_grads = ref_bw(*[_float64(d) for d in douts], ref_cache)
+    grads, ref_grads = (grads, ref_grads) if isinstance(grads, tuple) else ((grads,), (ref_grads,))
+    assert len(grads) == len(ref_grads)
+    for k, (grad, ref_grad, scale) in enumerate(zip(grads, ref_grads, grad_scales or [None] * len(grads))):
+        assert_close(grad, ref_grad, dtype, f"{op} gradient {k}", scale)
+    for before, after in zip(originals, inputs + douts):
+        np.testing.assert_array_equal(after, before, err_msg=f"{op} modified an input")
+
+
+@pytest.mark.parametrize("op", sorted(FUSED))
+def test_kernel_signatures_equal_the_reference(op):
+    for suffix in ("_forward", "_backward"):
+        name = op + suffix
+        assert inspect.signature(getattr(FUSED[op], name)) == inspect.signature(getattr(ref, name)), name
+
+
+@pytest.mark.parametrize("op", sorted(FUSED))
+def test_numba_backend_runs_the_fused_kernel_and_its_backward(op):
+    with use_backend("numba"):
+        assert getattr(ops, f"{op}_forward") is getattr(FUSED[op], f"{op}_forward")
+
+
+# ---- cross-entropy ----
+
+@given(dtype=dtypes, seed=seeds, lead=st.sampled_from([(1,), (5,), (2, 3), (3, 1, 2)]),
+       V=st.sampled_from([1, 2, 17, 513, 1025]), ignore_index=st.sampled_from([-100, 0, 3]),
+       scale=st.sampled_from([0.1, 5.0, 1e4]), dloss=st.sampled_from([1.0, -0.5, None]))
+def test_cross_entropy_matches_reference(dtype, seed, lead, V, ignore_index, scale, dloss):
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(lead + (V,)) * scale).astype(dtype)
+    targets = rng.integers(0, V, lead)
+    targets[rng.random(lead) < 0.3] = ignore_index    # exercise ignored rows (ignore_index may be a class)
+    assert_matches_reference("cross_entropy", [logits, targets], {"ignore_index": ignore_index}, [dloss], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_is_finite_and_exact_for_logits_of_1e4(dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [1e4, 1e4, -1e4]], dtype=dtype)
+    targets = np.array([1, 0, 0])
+    loss, cache = cross_entropy.cross_entropy_forward(logits, targets)
+    # loss per row: 2e4, 2e4, log 2 (two tied maxima)
+    np.testing.assert_allclose(loss, (4e4 + np.log(2.0)) / 3, rtol=RTOL[dtype])
+    dlogits = cross_entropy.cross_entropy_backward(1.0, cache)
+    np.testing.assert_allclose(dlogits, np.array([[1, -1, 0], [-1, 0, 1], [-0.5, 0.5, 0]]) / 3, atol=RTOL[dtype])
+
+
+def test_cross_entropy_with_masked_minus_inf_logits_matches_reference():
+    logits = np.random.default_rng(0).standard_normal((4, 600))
+    logits[:, 1::3] = -np.inf                        # a masked vocabulary; every target is allowed
+    logits[2, :] = -np.inf
+    logits[2, 599] = 0.0                             # one row with a single allowed class
+    targets = np.array([0, 3, 599, 597])
+    assert_matches_reference("cross_entropy", [logits, targets], {}, [1.0], np.float64)
+
+
+def test_cross_entropy_all_targets_ignored_gives_zero_loss_and_zero_gradient():
+    loss, cache = cross_entropy.cross_entropy_forward(np.ones((2, 3, 5)), np.full((2, 3), -100))
+    assert float(loss) == 0.0
+    np.testing.assert_array_equal(cross_entropy.cross_entropy_backward(1.0, cache), 0.0)
+
+
+def test_cross_entropy_backward_writes_into_the_cache_buffer_once():
+    logits = np.random.default_rng(1).standard_normal((3, 4))
+    _, cache = cross_entropy.cross_entropy_forward(logits, np.array([0, 1, 2]))
+    dlogits = cross_entropy.cross_entropy_backward(1.0, cache)
+    assert np.shares_memory(dlogits, cache.dlogits) and not np.shares_memory(dlogits, logits)
+    with pytest.raises(RuntimeError, match="already used"):
+        cross_entropy.cross_entropy_backward(1.0, cache)
+
+
+def test_cross_entropy_rejects_bad_targets_like_the_reference():
+    logits = np.zeros((2, 5))
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 5\)"):
+        cross_entropy.cross_entropy_forward(logits, np.array([0, 5]))
+    with pytest.raises(TypeError, match="integer"):
+        cross_entropy.cross_entropy_forward(logits, np.array([0.0, 1.0]))
+    _, cache = cross_entropy.cross_entropy_forward(logits, np.array([0, 1]))
+    with pytest.raises(ValueError, match="dloss must be a scalar"):
+        cross_entropy.cross_entropy_backward(np.ones(2), cache)
+    with pytest.raises(TypeError, match="FusedCrossEntropyCache"):
+        cross_entropy.cross_entropy_backward(1.0, ref.cross_entropy_forward(logits, np.array([0, 1]))[1])
+
+
+def test_cross_entropy_backward_passes_gradient_check():
+    rng = np.random.default_rng(2)
+    targets = np.array([[1, -100, 4], [0, 2, 2]])
+    report = check_op(cross_entropy.cross_entropy_forward, cross_entropy.cross_entropy_backward,
+                      inputs=[rng.standard_normal((2, 3, 5)), targets])
+    assert report.passed, report
+
+
+# ---- layer norm ----
+
+@given(dtype=dtypes, seed=seeds, lead=st.sampled_from([(1,), (7,), (2, 3), (17, 1)]),
+       C=st.sampled_from([1, 2, 33, 768]), offset=st.sampled_from([0.0, 100.0]),
+       eps=st.sampled_from([1e-5, 0.1]), none_dy=st.booleans())
+def test_layer_norm_matches_reference(dtype, seed, lead, C, offset, eps, none_dy):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(lead + (C,)) + offset).astype(dtype)   # offset: |mean| >> std
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    dy = None if none_dy else rng.standard_normal(x.shape).astype(dtype)
+    assert_matches_reference("layer_norm", [x, gamma, beta], {"eps": eps}, [dy], dtype,
+                             grad_scales=[_layer_norm_dx_scale(x, gamma, dy, eps), None, None])
+
+
+def _layer_norm_dx_scale(x, gamma, dy, eps):
+    """Size of the terms of dx = (g − mean g − x̂ mean(g x̂)) rstd: max |dy γ| · max rstd."""
+    if dy is None:
+        return 0.0
+    rstd = 1.0 / np.sqrt(x.astype(np.float64).var(axis=-1) + eps)
+    return float(np.max(np.abs(dy.astype(np.float64) * gamma)) * np.max(rstd))
+
+
+def test_layer_norm_accepts_a_non_contiguous_input():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 5))[::2, ::-1]          # strided view
+    assert_matches_reference("layer_norm", [x, np.ones(5), np.zeros(5)], {}, [rng.standard_normal((3, 5))],
+                             np.float64)
+
+
+def test_layer_norm_rejects_mismatched_gamma_like_the_reference():
+    with pytest.raises(ValueError, match=r"gamma must have shape \(4,\)"):
+        layer_norm.layer_norm_forward(np.zeros((2, 4)), np.ones(3), np.zeros(4))
+
+
+def test_layer_norm_backward_passes_gradient_check():
+    rng = np.random.default_rng(4)
+    report = check_op(layer_norm.layer_norm_forward, layer_norm.layer_norm_backward,
+                      inputs=[rng.standard_normal((2, 3, 6)), rng.standard_normal(6), rng.standard_normal(6)])
+    assert report.passed, report
+
+
+# ---- GELU ----
+
+@given(dtype=dtypes, seed=seeds, shape=st.sampled_from([(1,), (3, 5), (2, 4097), (2, 3, 7)]),
+       approximate=st.sampled_from(["tanh", "none"]), scale=st.sampled_from([1.0, 12.0]),
+       none_dy=st.booleans())
+def test_gelu_matches_reference(dtype, seed, shape, approximate, scale, none_dy):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * scale).astype(dtype)      # scale 12: deep in both tails
+    dy = None if none_dy else rng.standard_normal(shape).astype(dtype)
+    # y = x Φ(x) and dx = dy GELU'(x) with 0 ≤ Φ ≤ 1, |GELU'| < 1.2: |x| and |dy| size the terms (in the
+    # far negative tail the reference's 1 + tanh(u) is exactly 0, the kernel's x σ(2u) a tiny number).
+    assert_matches_reference("gelu", [x], {"approximate": approximate}, [dy], dtype,
+                             out_scales=[np.max(np.abs(x))], grad_scales=[0.0 if dy is None else np.max(np.abs(dy))])
+
+
+def test_gelu_tanh_stays_accurate_in_the_negative_tail_where_one_plus_tanh_cancels():
+    x = np.array([-6.0, -8.0, -10.0])
+    y, _ = activations.gelu_forward(x)
+    u = np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)
+    exact = x / (1 + np.exp(-2 * u))                           # = 0.5 x (1 + tanh u), no cancellation
+    np.testing.assert_allclose(y, exact, rtol=1e-13)
+
+
+def test_gelu_rejects_an_unknown_approximation():
+    with pytest.raises(ValueError, match="approximate must be 'tanh' or 'none'"):
+        activations.gelu_forward(np.zeros(3), approximate="sigmoid")
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_gelu_backward_passes_gradient_check(approximate):
+    x = np.random.default_rng(5).standard_normal((3, 7)) * 2
+    report = check_op(activations.gelu_forward, activations.gelu_backward, inputs=[x],
+                      kwargs={"approximate": approximate})
+    assert report.passed, report
