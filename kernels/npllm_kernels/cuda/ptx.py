@@ -156,8 +156,21 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+NO_NVVM_EXIT = 3   # exit status when NVVM is missing (tests skip on it)
+
+
+def nvvm_available() -> bool:
+    """Whether NVIDIA's NVVM library (which compile_ptx needs) can be loaded."""
+    from numba.cuda.cudadrv import nvvm
+    return nvvm.is_available()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not nvvm_available():
+        print("NVVM not found: pip install nvidia-cuda-nvcc (it brings nvidia-nvvm), or set CUDA_HOME",
+              file=sys.stderr)
+        return NO_NVVM_EXIT
     rows = compile_all()
     print(json.dumps(rows) if "--json" in argv else format_table(rows))
     if not find_ptxas():
