@@ -139,12 +139,15 @@ def _check_operands(a, b):
 def _launcher(kernel, block, tile_m, tile_n):
     def launch(a, b):
         a, b = device_float(a, "a"), device_float(b, "b")
+        single = len(a.shape) == 2 and len(b.shape) == 2     # plain matrices: a batch of one
+        if single:
+            a, b = a.reshape(1, *a.shape), b.reshape(1, *b.shape)
         Z, M, N = _check_operands(a, b)
         c = cuda.device_array((Z, M, N), dtype=a.dtype)
         if M and N and Z:
             grid = (ceil_div(N, tile_n), ceil_div(M, tile_m), Z)
             kernel[grid, block](a, b, c)
-        return c
+        return c.reshape(M, N) if single else c
     return launch
 
 
@@ -154,7 +157,7 @@ matmul_v3 = _launcher(matmul_kernel_v3, (THREADS_X, THREADS_Y), BLOCK_M, BLOCK_N
 for _version, _fn in (("v1", matmul_v1), ("v2", matmul_v2), ("v3", matmul_v3)):
     _fn.__name__ = f"matmul_{_version}"
     _fn.__doc__ = (f"Device C = A @ B with kernel {_version}: a (batch, M, K), b (batch, K, N) device "
-                   "arrays (or NumPy, copied once) → c (batch, M, N) device array.")
+                   "arrays (or NumPy, copied once; or both 2-D) → c (batch, M, N) (or (M, N)) device array.")
 
 VERSIONS = {"v1": matmul_v1, "v2": matmul_v2, "v3": matmul_v3}
 DEFAULT_VERSION = "v3"
