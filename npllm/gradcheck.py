@@ -5,9 +5,9 @@ The numerical gradient of a scalar function f with respect to one entry x_i is
 whose truncation error is O(ε²) and whose round-off error is O(u / ε) (u ≈ 1.1e-16 in float64), so
 ε = 1e-6 balances them near 1e-10.  Analytic (a) and numerical (n) gradients are compared with the
 relative error
-    ‖a − n‖₂ / (‖a‖₂ + ‖n‖₂)
-(the form used in Ng's UFLDL notes): scale-free, 0 when they agree, 1 when one is zero and the other
-is not, and not fooled by single entries that are near zero in both.  A check passes when every
+    ‖a − n‖₂ / max(‖a‖₂ + ‖n‖₂, 1e-8)
+(the form used in Ng's UFLDL notes, with CS231n's floor): scale-free, 0 when they agree, 1 when one is
+zero and the other is not, and not fooled by single entries that are near zero in both.  A check passes when every
 relative error is ≤ ``tol`` (1e-7 by default).
 
 Three entry points, all returning a :class:`GradcheckReport` that prints as a table:
@@ -29,12 +29,12 @@ DEFAULT_EPS = 1e-6
 DEFAULT_TOL = 1e-7
 
 
-def relative_error(analytic, numerical) -> float:
-    """‖a − n‖ / (‖a‖ + ‖n‖), 0 when both are zero."""
+def relative_error(analytic, numerical, floor=1e-8) -> float:
+    """‖a − n‖ / max(‖a‖ + ‖n‖, floor): 0 when they agree; ``floor`` (as in CS231n's rel_error) keeps two
+    gradients that are both zero up to round-off (say 1e-17) from reading as a relative error of 1."""
     a = np.asarray(analytic, dtype=np.float64)
     n = np.asarray(numerical, dtype=np.float64)
-    denom = np.linalg.norm(a) + np.linalg.norm(n)
-    return 0.0 if denom == 0 else float(np.linalg.norm(a - n) / denom)
+    return float(np.linalg.norm(a - n) / max(np.linalg.norm(a) + np.linalg.norm(n), floor))
 
 
 def numerical_gradient(f, x, eps=DEFAULT_EPS, indices=None) -> np.ndarray:

@@ -17,6 +17,7 @@ def test_relative_error_is_zero_for_equal_and_one_for_zero_vs_nonzero():
     assert relative_error(np.ones(3), np.ones(3)) == 0.0
     assert relative_error(np.zeros(3), np.zeros(3)) == 0.0
     assert relative_error(np.zeros(3), np.ones(3)) == 1.0
+    assert relative_error(np.zeros(3), np.full(3, 1e-17)) < 1e-8     # both zero up to round-off
 
 
 def test_check_function_catches_a_wrong_gradient():
@@ -96,3 +97,9 @@ def test_cli_gradcheck_one_op_prints_the_table(capsys):
 def test_cli_gradcheck_unknown_op_is_a_usage_error(capsys):
     assert main(["gradcheck", "--op", "convolution"]) == 2
     assert "--op: unknown op 'convolution'" in capsys.readouterr().err
+
+
+def test_cli_gradcheck_checks_a_backends_kernels(capsys):
+    assert main(["gradcheck", "--backend", "numba", "--op", "layer_norm"]) == 0
+    out = capsys.readouterr().out
+    assert "backend: numba" in out and "gamma" in out and "FAIL" not in out
