@@ -156,6 +156,7 @@ ATTENTION_CASES = {
     "kv_cache_causal_with_head_mask": (2, 2, 17, 33, 8, 12, (1, 2, 1, 33), True),
     "more_queries_than_keys_causal": (1, 1, 33, 17, 5, 4, None, True),
     "full_2d_mask": (1, 1, 17, 33, 5, 4, (17, 33), False),
+    "head_size_at_the_cap": (1, 1, 9, 11, 128, 128, None, True),
 }
 
 

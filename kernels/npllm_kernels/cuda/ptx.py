@@ -12,11 +12,14 @@ then assembles the PTX for one architecture and, with ``-v``, reports per kernel
 The report also counts float64 instructions in each float32 kernel: a stray Python float literal turns
 float32 arithmetic into (on most GPUs far slower) float64 arithmetic, and this catches it.
 
-Run it as ``python -m npllm_kernels.cuda.ptx`` (prints a table; ``--json`` prints JSON). It must run
-without NUMBA_ENABLE_CUDASIM=1: the simulator replaces the compiler.
+Run it as ``python -m npllm_kernels.cuda.ptx`` (prints a table; ``--json`` prints JSON; ``--dtype``
+picks one dtype). It must run without NUMBA_ENABLE_CUDASIM=1: the simulator replaces the compiler.
+The table also shows threads per block; registers × threads must stay within an SM's 65,536
+registers or the launch fails ("too many resources requested").
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import glob
 import json
@@ -37,34 +40,44 @@ matmul, softmax, cross_entropy = MODULES["matmul"], MODULES["softmax"], MODULES[
 attention, attention_backward = MODULES["attention"], MODULES["attention_backward"]
 
 ARCHITECTURES = ((8, 0), (9, 0))
-HEAD_DIM = 64                  # the attention kernels are built for GPT-2's head size
+HEAD_DIMS = (64, 128)          # GPT-2's head size, and the largest the attention kernels accept
+REGISTERS_PER_SM = 65536       # a block whose threads need more registers than this cannot launch
 
 
 def kernel_signatures(dtype):
-    """(name, python function, argument types) for every kernel, with floats of ``dtype``."""
+    """(name, python function, argument types, threads per block) for every kernel, floats of ``dtype``."""
     f = types.float32 if dtype == "float32" else types.float64
     vec, mat, cube = f[::1], f[:, ::1], f[:, :, ::1]
     ids, i64, flag = types.int64[::1], types.int64, types.boolean
     mask = types.boolean[:, :, :, ::1]
-    rows = [(f"matmul_{v}", getattr(matmul, f"matmul_kernel_{v}"), (cube, cube, cube)) for v in ("v1", "v2", "v3")]
-    rows += [(f"softmax_{v}", getattr(softmax, f"softmax_kernel_{v}"), (mat, mat)) for v in ("v1", "v2", "v3")]
-    rows.append(("softmax_backward", softmax.softmax_backward_kernel, (mat, mat, mat)))
-    for v in ("v1", "v2"):
-        rows.append((f"cross_entropy_forward_{v}", getattr(cross_entropy, f"cross_entropy_forward_kernel_{v}"),
-                     (mat, ids, i64, vec, vec)))
-    rows.append(("cross_entropy_mean", cross_entropy.mean_over_kept_kernel, (vec, ids, i64, vec, ids)))
+    row_threads = MODULES["softmax"].ROW_THREADS
+    rows = [(f"matmul_{v}", getattr(matmul, f"matmul_kernel_{v}"), (cube, cube, cube),
+             matmul.THREADS_V3 if v == "v3" else matmul.TILE ** 2) for v in ("v1", "v2", "v3")]
+    rows.append(("softmax_v1", softmax.softmax_kernel_v1, (mat, mat), softmax.ROWS_PER_BLOCK_V1))
+    rows += [(f"softmax_{v}", getattr(softmax, f"softmax_kernel_{v}"), (mat, mat), row_threads) for v in ("v2", "v3")]
+    rows.append(("softmax_backward", softmax.softmax_backward_kernel, (mat, mat, mat), row_threads))
+    rows.append(("cross_entropy_forward_v1", cross_entropy.cross_entropy_forward_kernel_v1,
+                 (mat, ids, i64, vec, vec), cross_entropy.ROWS_PER_BLOCK_V1))
+    rows.append(("cross_entropy_forward_v2", cross_entropy.cross_entropy_forward_kernel_v2,
+                 (mat, ids, i64, vec, vec), row_threads))
+    rows.append(("cross_entropy_mean", cross_entropy.mean_over_kept_kernel, (vec, ids, i64, vec, ids), row_threads))
     rows.append(("cross_entropy_backward", cross_entropy.cross_entropy_backward_kernel,
-                 (f, mat, ids, i64, vec, ids, mat)))
+                 (f, mat, ids, i64, vec, ids, mat), cross_entropy.BACKWARD_TILE[0] * cross_entropy.BACKWARD_TILE[1]))
+    rows.append(("attention_delta", attention_backward.attention_delta_kernel, (cube, cube, mat),
+                 attention_backward.DELTA_THREADS))
     itemsize = 4 if dtype == "float32" else 8
     common = (cube, cube, cube, mask, flag, flag, i64, f)
-    forward = attention.forward_kernel(*attention.forward_config(itemsize, HEAD_DIM, HEAD_DIM))
-    rows.append(("attention_forward", forward, common + (cube, mat)))
-    rows.append(("attention_delta", attention_backward.attention_delta_kernel, (cube, cube, mat)))
-    config = attention_backward.backward_config(itemsize, HEAD_DIM, HEAD_DIM)
     backward_common = (cube, cube, cube, cube, mat, mat, mask, flag, flag, i64, f)
-    rows.append(("attention_dq", attention_backward.dq_kernel(*config), backward_common + (cube,)))
-    rows.append(("attention_dkv", attention_backward.dkv_kernel(*config), backward_common + (cube, cube)))
-    return [(name, kernel.py_func, signature) for name, kernel, signature in rows]
+    for d in HEAD_DIMS:
+        block, d_pad, dv_pad = attention.forward_config(itemsize, d, d)
+        rows.append((f"attention_forward_d{d}", attention.forward_kernel(block, d_pad, dv_pad), common + (cube, mat),
+                     block))
+        block, d_pad, dv_pad = attention_backward.backward_config(itemsize, d, d)
+        rows.append((f"attention_dq_d{d}", attention_backward.dq_kernel(block, d_pad, dv_pad),
+                     backward_common + (cube,), block))
+        rows.append((f"attention_dkv_d{d}", attention_backward.dkv_kernel(block, d_pad, dv_pad),
+                     backward_common + (cube, cube), block))
+    return [(name, kernel.py_func, signature, threads) for name, kernel, signature, threads in rows]
 
 
 def find_ptxas():
@@ -133,11 +146,12 @@ def compile_all(architectures=ARCHITECTURES, dtypes=("float32", "float64")):
     ptxas = find_ptxas()
     rows = []
     for dtype in dtypes:
-        for name, function, signature in kernel_signatures(dtype):
+        for name, function, signature, threads in kernel_signatures(dtype):
             for cc in architectures:
                 with _no_gpu_needed(cc):
                     ptx, _ = cuda.compile_ptx(function, signature, cc=cc)
-                row = {"kernel": name, "dtype": dtype, "cc": f"sm_{cc[0]}{cc[1]}", "ptx_lines": ptx.count("\n"),
+                row = {"kernel": name, "dtype": dtype, "cc": f"sm_{cc[0]}{cc[1]}", "threads": threads,
+                       "ptx_lines": ptx.count("\n"),
                        "f64_instructions": len(re.findall(r"^\s*[a-z][\w.]*\.f64\b", ptx, re.MULTILINE))}
                 if ptxas:
                     row.update(ptxas_report(ptxas, ptx, cc))
@@ -147,7 +161,7 @@ def compile_all(architectures=ARCHITECTURES, dtypes=("float32", "float64")):
 
 def format_table(rows) -> str:
     """The rows as an aligned text table."""
-    columns = ["kernel", "dtype", "cc", "registers", "spill_stores", "spill_loads", "stack_bytes", "shared_bytes",
+    columns = ["kernel", "dtype", "cc", "threads", "registers", "spill_stores", "spill_loads", "stack_bytes", "shared_bytes",
                "f64_instructions"]
     columns = [c for c in columns if any(c in row for row in rows)]
     widths = {c: max(len(c), *(len(str(row.get(c, ""))) for row in rows)) for c in columns}
@@ -166,13 +180,18 @@ def nvvm_available() -> bool:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """``python -m npllm_kernels.cuda.ptx [--json] [--dtype float32|float64]``: print the report."""
+    parser = argparse.ArgumentParser(prog="python -m npllm_kernels.cuda.ptx", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    parser.add_argument("--dtype", choices=("float32", "float64"), action="append",
+                        help="only this dtype (repeatable; default both)")
+    args = parser.parse_args(argv)
     if not nvvm_available():
         print("NVVM not found: pip install nvidia-cuda-nvcc (it brings nvidia-nvvm), or set CUDA_HOME",
               file=sys.stderr)
         return NO_NVVM_EXIT
-    rows = compile_all()
-    print(json.dumps(rows) if "--json" in argv else format_table(rows))
+    rows = compile_all(dtypes=tuple(args.dtype or ("float32", "float64")))
+    print(json.dumps(rows) if args.json else format_table(rows))
     if not find_ptxas():
         print("ptxas not found: registers and spills not reported", file=sys.stderr)
     return 0
