@@ -1,0 +1,169 @@
+"""The assignments that ship with npllm: which functions each grades, for how many points, on what inputs.
+
+Each :class:`Assignment` names a solution file beside this module (``rnn/rnn_layers.py``: the teacher's
+code with ``# BEGIN SOLUTION`` / ``# END SOLUTION`` regions) and its :class:`Part`\\ s.  A part grades
+one student function on a few seeded inputs; the expected values come from npllm's reference
+(``npllm.layers``) when the assignment is built, never from numbers typed in here.
+
+* a *forward* part compares the function's outputs with the reference's (``value_points``);
+* a *backward* part gradient-checks the student's forward/backward pair with ``npllm.gradcheck``
+  (``gradcheck_points``) and compares the gradients with the reference's for fixed upstream
+  gradients (``value_points``).
+
+The second input of every part has other sizes than the first, so code that hard-codes a shape fails.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from npllm import layers
+
+
+@dataclass(frozen=True)
+class Part:
+    """One graded function: its points, how its inputs are drawn and what its results are called."""
+    function: str                        # the student's function, e.g. "rnn_step_backward"
+    task: str                            # one line: what the part asks for
+    make_inputs: Callable                # (rng, case) -> (positional inputs, keyword options)
+    outputs: tuple[str, ...]             # forward: result names without the cache; backward: gradient names
+    value_points: int
+    gradcheck_points: int = 0
+    forward: str | None = None           # backward parts: the forward function whose cache it takes
+    time_axis: int | None = None         # sequence ops: check each output time step separately too
+    label: str = ""                      # tells apart two parts that grade the same function
+    n_cases: int = 2
+
+    @property
+    def kind(self) -> str:
+        return "forward" if self.forward is None else "backward"
+
+    @property
+    def points(self) -> int:
+        return self.value_points + self.gradcheck_points
+
+    @property
+    def name(self) -> str:
+        """How reports name the part: the function, with the label when there is one."""
+        return f"{self.function} ({self.label})" if self.label else self.function
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A solution file, the parts graded in it, and the reference function for each student function."""
+    name: str
+    title: str
+    module: str                          # stem of the solution/starter file, e.g. "rnn_layers"
+    parts: tuple[Part, ...]
+    reference: dict                      # student function name -> npllm.layers function
+
+    @property
+    def points(self) -> int:
+        return sum(part.points for part in self.parts)
+
+
+def _normal(rng, *shape, scale=1.0):
+    return rng.standard_normal(shape) * scale
+
+
+# Weights are scaled down so tanh and σ stay away from saturation, where every gradient is ~0 and a
+# wrong backward could still pass.
+def _rnn_step_inputs(rng, case):
+    B, D, H = ((2, 3, 4), (3, 2, 5))[case]
+    return [_normal(rng, B, D), _normal(rng, B, H), _normal(rng, D, H, scale=0.5),
+            _normal(rng, H, H, scale=0.5), _normal(rng, H, scale=0.1)], {}
+
+
+def _rnn_inputs(rng, case):
+    B, T, D, H = ((2, 3, 3, 4), (3, 4, 2, 5))[case]
+    return [_normal(rng, B, T, D), _normal(rng, B, H), _normal(rng, D, H, scale=0.5),
+            _normal(rng, H, H, scale=0.5), _normal(rng, H, scale=0.1)], {}
+
+
+def _lstm_step_inputs(rng, case):
+    B, D, H = ((2, 3, 4), (3, 2, 5))[case]
+    return [_normal(rng, B, D), _normal(rng, B, H), _normal(rng, B, H), _normal(rng, D, 4 * H, scale=0.5),
+            _normal(rng, H, 4 * H, scale=0.5), _normal(rng, 4 * H, scale=0.1)], {}
+
+
+def _lstm_inputs(rng, case):
+    B, T, D, H = ((2, 3, 3, 4), (3, 4, 2, 5))[case]
+    return [_normal(rng, B, T, D), _normal(rng, B, H), _normal(rng, B, H), _normal(rng, D, 4 * H, scale=0.5),
+            _normal(rng, H, 4 * H, scale=0.5), _normal(rng, 4 * H, scale=0.1)], {}
+
+
+def _attention_inputs(rng, case):
+    """No mask; the second case has Tq != Tk and dv != d."""
+    B, H, Tq, Tk, d, dv = ((1, 2, 3, 3, 4, 2), (2, 1, 3, 5, 3, 4))[case]
+    return [_normal(rng, B, H, Tq, d), _normal(rng, B, H, Tk, d), _normal(rng, B, H, Tk, dv)], {}
+
+
+def _masked_attention_inputs(rng, case):
+    """Case 0: causal + a padding mask on batch element 1.  Case 1: a key/value cache (Tq < Tk),
+    causal + a mask that leaves one query with no key at all."""
+    B, H, Tq, Tk, d, dv = ((2, 2, 4, 4, 3, 2), (2, 1, 3, 5, 4, 3))[case]
+    mask = np.ones((B, 1, Tq, Tk), dtype=bool)
+    if case == 0:
+        mask[1, :, :, Tk - 1] = False            # the last key of batch element 1 is padding
+    else:
+        mask[0, :, :, 0] = False                 # batch element 0 may not see key 0 ...
+        mask[1, :, 1, :] = False                 # ... and query 1 of batch element 1 sees nothing
+    inputs = [_normal(rng, B, H, Tq, d), _normal(rng, B, H, Tk, d), _normal(rng, B, H, Tk, dv)]
+    return inputs, {"mask": mask, "causal": True}
+
+
+RNN = Assignment(
+    name="rnn",
+    title="A vanilla RNN and backpropagation through time",
+    module="rnn_layers",
+    parts=(
+        Part("rnn_step_forward", "one step: h = tanh(x Wx + h_prev Wh + b)", _rnn_step_inputs, ("h",), 2),
+        Part("rnn_step_backward", "the gradients of one step", _rnn_step_inputs,
+             ("dx", "dh_prev", "dWx", "dWh", "db"), 1, 2, forward="rnn_step_forward"),
+        Part("rnn_forward", "the whole sequence, a loop over rnn_step_forward", _rnn_inputs, ("hs",), 2),
+        Part("rnn_backward", "backpropagation through time", _rnn_inputs,
+             ("dx", "dh0", "dWx", "dWh", "db"), 1, 2, forward="rnn_forward", time_axis=1),
+    ),
+    reference={"rnn_step_forward": layers.rnn_step_forward, "rnn_step_backward": layers.rnn_step_backward,
+               "rnn_forward": layers.rnn_forward, "rnn_backward": layers.rnn_backward},
+)
+
+LSTM = Assignment(
+    name="lstm",
+    title="An LSTM, forward and backward through time",
+    module="lstm_layers",
+    parts=(
+        Part("lstm_step_forward", "one step: the gates i, f, g, o, the new cell c and state h",
+             _lstm_step_inputs, ("h", "c"), 2),
+        Part("lstm_step_backward", "the gradients of one step", _lstm_step_inputs,
+             ("dx", "dh_prev", "dc_prev", "dWx", "dWh", "db"), 1, 2, forward="lstm_step_forward"),
+        Part("lstm_forward", "the whole sequence, a loop over lstm_step_forward", _lstm_inputs, ("hs", "cs"), 2),
+        Part("lstm_backward", "backpropagation through time, carrying dh and dc", _lstm_inputs,
+             ("dx", "dh0", "dc0", "dWx", "dWh", "db"), 1, 2, forward="lstm_forward", time_axis=1),
+    ),
+    reference={"lstm_step_forward": layers.lstm_step_forward, "lstm_step_backward": layers.lstm_step_backward,
+               "lstm_forward": layers.lstm_forward, "lstm_backward": layers.lstm_backward},
+)
+
+ATTENTION = Assignment(
+    name="attention",
+    title="Scaled dot-product attention with masks, forward and backward",
+    module="attention_layers",
+    parts=(
+        Part("scaled_dot_product_attention_forward", "softmax(q kᵀ / √d) v without masks",
+             _attention_inputs, ("out",), 2),
+        Part("scaled_dot_product_attention_forward", "causal and padding masks, a query with no allowed key",
+             _masked_attention_inputs, ("out",), 2, label="masks"),
+        Part("scaled_dot_product_attention_backward", "dq, dk, dv without masks", _attention_inputs,
+             ("dq", "dk", "dv"), 1, 2, forward="scaled_dot_product_attention_forward"),
+        Part("scaled_dot_product_attention_backward", "dq, dk, dv with masks (no NaN for an empty row)",
+             _masked_attention_inputs, ("dq", "dk", "dv"), 1, 2, forward="scaled_dot_product_attention_forward",
+             label="masks"),
+    ),
+    reference={"scaled_dot_product_attention_forward": layers.scaled_dot_product_attention_forward,
+               "scaled_dot_product_attention_backward": layers.scaled_dot_product_attention_backward},
+)
+
+ASSIGNMENTS = {assignment.name: assignment for assignment in (RNN, LSTM, ATTENTION)}
