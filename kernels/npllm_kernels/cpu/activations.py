@@ -42,19 +42,20 @@ def _gelu_tanh_kernel(x, dy, out, backward):
     k3 = dtype(3 * 0.044715)
     one = dtype(1.0)
     two = dtype(2.0)
-    n = x.size
-    for block in prange((n + _BLOCK - 1) // _BLOCK):
-        stop = min(n, (block + 1) * _BLOCK)
+    for block in prange((x.size + _BLOCK - 1) // _BLOCK):
+        # Slices indexed from 0: LLVM can then drop numba's negative-index check and vectorize.
+        xb, dyb, outb = x[block * _BLOCK:(block + 1) * _BLOCK], dy[block * _BLOCK:(block + 1) * _BLOCK], \
+            out[block * _BLOCK:(block + 1) * _BLOCK]
         if backward:
-            for i in range(block * _BLOCK, stop):
-                v = x[i]
+            for i in range(xb.size):
+                v = xb[i]
                 s = fast_sigmoid(two * k0 * (v + k1 * v * v * v))     # σ(2u)
                 du = k0 * (one + k3 * v * v)
-                out[i] = dy[i] * (s + two * v * s * (one - s) * du)
+                outb[i] = dyb[i] * (s + two * v * s * (one - s) * du)
         else:
-            for i in range(block * _BLOCK, stop):
-                v = x[i]
-                out[i] = v * fast_sigmoid(two * k0 * (v + k1 * v * v * v))
+            for i in range(xb.size):
+                v = xb[i]
+                outb[i] = v * fast_sigmoid(two * k0 * (v + k1 * v * v * v))
 
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
@@ -62,17 +63,17 @@ def _gelu_erf_kernel(x, dy, out, backward):
     """out = x Φ(x), or dy · (Φ(x) + x φ(x)) when ``backward``; all 1-D of one length."""
     dtype = x.dtype.type
     half = dtype(0.5)
-    n = x.size
-    for block in prange((n + _BLOCK - 1) // _BLOCK):
-        stop = min(n, (block + 1) * _BLOCK)
-        for i in range(block * _BLOCK, stop):
-            v = x[i]
+    for block in prange((x.size + _BLOCK - 1) // _BLOCK):
+        xb, dyb, outb = x[block * _BLOCK:(block + 1) * _BLOCK], dy[block * _BLOCK:(block + 1) * _BLOCK], \
+            out[block * _BLOCK:(block + 1) * _BLOCK]
+        for i in range(xb.size):
+            v = xb[i]
             cdf = half * (dtype(1.0) + dtype(math.erf(v * dtype(_INV_SQRT_2))))
             if backward:
                 pdf = fast_exp(-half * v * v) * dtype(_INV_SQRT_2PI)
-                out[i] = dy[i] * (cdf + v * pdf)
+                outb[i] = dyb[i] * (cdf + v * pdf)
             else:
-                out[i] = v * cdf
+                outb[i] = v * cdf
 
 
 def _run(x, dy, approximate, backward):
