@@ -26,15 +26,10 @@ def ceil_div(n: int, size: int) -> int:
     return max(1, -(-int(n) // int(size)))
 
 
-def is_device_array(x) -> bool:
-    """True for a Numba device array (the simulator's too) or an object with ``__cuda_array_interface__``."""
-    # Spelled out rather than cuda.is_cuda_array(), which the simulator does not provide.
-    return bool(getattr(x, "__cuda_ndarray__", False)) or hasattr(x, "__cuda_array_interface__")
-
-
 def as_device(x, name: str):
     """``x`` as a Numba device array: device arrays pass through (no copy), NumPy arrays are copied once."""
-    if getattr(x, "__cuda_ndarray__", False):
+    # Tested by attribute rather than with cuda.is_cuda_array(), which the simulator does not provide.
+    if getattr(x, "__cuda_ndarray__", False):   # a Numba device array (or the simulator's)
         return x
     if hasattr(x, "__cuda_array_interface__"):
         return cuda.as_cuda_array(x)  # a zero-copy view of another library's GPU buffer (CuPy, PyTorch)
@@ -61,7 +56,7 @@ def check_contiguous(x, name: str) -> None:
     """Kernels index flat row-major memory: a strided device view must be made contiguous by the caller."""
     if not x.is_c_contiguous():
         raise ValueError(f"{name} must be C-contiguous on the device; copy it first "
-                         "(e.g. cupy.ascontiguousarray) ")
+                         "(e.g. cupy.ascontiguousarray)")
 
 
 def device_float(x, name: str):

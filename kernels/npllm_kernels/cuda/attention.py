@@ -240,3 +240,7 @@ def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
     out, cache = scaled_dot_product_attention_forward_device(q, k, v, mask, causal)
     return out.copy_to_host(), cache
 
+
+
+VERSIONS = {"v1": scaled_dot_product_attention_forward_device}   # forward; the backward has one version too
+DEFAULT_VERSION = "v1"
