@@ -103,7 +103,10 @@ def mean_over_kept_kernel(row_loss, targets, ignore_index, loss, n_kept):
 @cuda.jit
 def cross_entropy_backward_kernel(dloss, logits, targets, ignore_index, lse, n_kept, dlogits):
     """dlogits[r, j] = dloss · (exp(logits[r, j] − lse[r]) − [j = target]) / n_kept; 0 on ignored rows."""
-    col, row = cuda.grid(2)
+    # Threads run along V (x) so a warp writes 32 neighbouring logits; *blocks* run along rows on grid
+    # axis x, whose limit (2**31 − 1) rather than y's (65535) bounds the number of row blocks.
+    col = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    row = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
     if row >= logits.shape[0] or col >= logits.shape[1]:
         return
     target = targets[row]
@@ -178,7 +181,7 @@ def cross_entropy_backward_device(dloss, cache):
     N, V = logits.shape[0], logits.shape[1]
     dlogits = cuda.device_array((N, V), dtype=logits.dtype)
     if N and V:
-        grid = (ceil_div(V, BACKWARD_TILE[0]), ceil_div(N, BACKWARD_TILE[1]))
+        grid = (ceil_div(N, BACKWARD_TILE[1]), ceil_div(V, BACKWARD_TILE[0]))   # (row blocks, column blocks)
         # A NumPy scalar of the logits' dtype: a Python float would make the kernel compute in float64.
         dloss = logits.dtype.type(dloss.reshape(()))
         cross_entropy_backward_kernel[grid, BACKWARD_TILE](dloss, logits, cache.targets, cache.ignore_index,
