@@ -44,8 +44,8 @@ def _gelu_tanh_kernel(x, dy, out, backward):
     two = dtype(2.0)
     for block in prange((x.size + _BLOCK - 1) // _BLOCK):
         # Slices indexed from 0: LLVM can then drop numba's negative-index check and vectorize.
-        xb, dyb, outb = x[block * _BLOCK:(block + 1) * _BLOCK], dy[block * _BLOCK:(block + 1) * _BLOCK], \
-            out[block * _BLOCK:(block + 1) * _BLOCK]
+        lo, hi = block * _BLOCK, (block + 1) * _BLOCK
+        xb, dyb, outb = x[lo:hi], dy[lo:hi], out[lo:hi]
         if backward:
             for i in range(xb.size):
                 v = xb[i]
@@ -64,8 +64,8 @@ def _gelu_erf_kernel(x, dy, out, backward):
     dtype = x.dtype.type
     half = dtype(0.5)
     for block in prange((x.size + _BLOCK - 1) // _BLOCK):
-        xb, dyb, outb = x[block * _BLOCK:(block + 1) * _BLOCK], dy[block * _BLOCK:(block + 1) * _BLOCK], \
-            out[block * _BLOCK:(block + 1) * _BLOCK]
+        lo, hi = block * _BLOCK, (block + 1) * _BLOCK
+        xb, dyb, outb = x[lo:hi], dy[lo:hi], out[lo:hi]
         for i in range(xb.size):
             v = xb[i]
             cdf = half * (dtype(1.0) + dtype(math.erf(v * dtype(_INV_SQRT_2))))

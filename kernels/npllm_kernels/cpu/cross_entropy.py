@@ -41,6 +41,7 @@ _CHUNK = 1024  # logits per online-softmax step: 4-8 KB, stays in L1 between its
 # Running maxima kept side by side: a max reduction written as one variable does not vectorize without
 # fast-math's nnan (which we leave out), 16 independent ones do (one 512-bit or two 256-bit registers).
 _LANES = 16
+_ROWS_PER_TASK = 8   # rows per prange task: amortises the task's scratch allocation over short rows
 
 
 class FusedCrossEntropyCache(NamedTuple):
@@ -76,31 +77,32 @@ def _chunk_max(chunk, lanes):
 def _cross_entropy_forward_kernel(logits, targets, ignore_index, row_max, row_sum, row_loss):
     """Row max m, Σ exp(logits − m) and row_loss = m + log Σ − logits[n, t] (0 on ignored rows)."""
     N, V = logits.shape
-    for row in prange(N):
-        x = logits[row]
-        lanes = np.empty(_LANES, dtype=x.dtype)
-        running_max = -np.inf
-        running_sum = 0.0
-        for start in range(0, V, _CHUNK):
-            # A slice, indexed from 0: with x[start + k], numba's negative-index wraparound check would
-            # stay in the loop (LLVM cannot prove start + k >= 0) and stop it from vectorizing.
-            chunk = x[start:start + _CHUNK]
-            chunk_max = _chunk_max(chunk, lanes)
-            if chunk_max > running_max:
-                # Rescale what was summed against the old max (exp(-inf) = 0 on the first chunk).
-                running_sum *= np.exp(running_max - chunk_max)
-                running_max = chunk_max
-            if running_max == -np.inf:
-                continue            # every logit so far is -inf: nothing to add (and -inf - -inf = nan)
-            m = x.dtype.type(running_max)
-            chunk_sum = x.dtype.type(0.0)
-            for v in range(chunk.size):
-                chunk_sum += fast_exp(chunk[v] - m)
-            running_sum += chunk_sum
-        row_max[row] = running_max
-        row_sum[row] = running_sum
-        target = targets[row]
-        row_loss[row] = 0.0 if target == ignore_index else running_max + np.log(running_sum) - x[target]
+    for task in prange((N + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        lanes = np.empty(_LANES, dtype=logits.dtype)      # scratch, allocated once per task
+        for row in range(task * _ROWS_PER_TASK, min(N, (task + 1) * _ROWS_PER_TASK)):
+            x = logits[row]
+            running_max = -np.inf
+            running_sum = 0.0
+            for start in range(0, V, _CHUNK):
+                # A slice, indexed from 0: with x[start + k], numba's negative-index check would stay
+                # in the loop (LLVM cannot prove start + k >= 0) and stop it from vectorizing.
+                chunk = x[start:start + _CHUNK]
+                chunk_max = _chunk_max(chunk, lanes)
+                if chunk_max > running_max:
+                    # Rescale what was summed against the old max (0 · anything on the first chunk).
+                    running_sum = running_sum * fast_exp(running_max - chunk_max) if running_sum > 0 else 0.0
+                    running_max = chunk_max
+                if running_max == -np.inf:
+                    continue        # every logit so far is -inf: nothing to add (and -inf - -inf = nan)
+                m = x.dtype.type(running_max)
+                chunk_sum = x.dtype.type(0.0)
+                for v in range(chunk.size):
+                    chunk_sum += fast_exp(chunk[v] - m)
+                running_sum += chunk_sum
+            row_max[row] = running_max
+            row_sum[row] = running_sum
+            target = targets[row]
+            row_loss[row] = 0.0 if target == ignore_index else running_max + np.log(running_sum) - x[target]
 
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
