@@ -231,6 +231,20 @@ def test_device_functions_take_and_return_device_arrays():
     assert_matches(dv.copy_to_host(), ref.scaled_dot_product_attention_backward(dout, cache_ref)[2], np.float32)
 
 
+@pytest.mark.skipif(bool(cuda.config.ENABLE_CUDASIM), reason="the CUDA simulator has no __cuda_array_interface__")
+def test_device_functions_accept_any_cuda_array_interface_object():
+    class Foreign:
+        """Another library's GPU array (CuPy, PyTorch): only the interface, no Numba type."""
+        def __init__(self, array):
+            self.keep_alive = array
+            self.__cuda_array_interface__ = array.__cuda_array_interface__
+
+    rng = np.random.default_rng(10)
+    a, b = random(rng, (5, 7), np.float32), random(rng, (7, 3), np.float32)
+    c = kernels.matmul_device(Foreign(cuda.to_device(a)), Foreign(cuda.to_device(b)))
+    assert_matches(c.copy_to_host(), a @ b, np.float32)
+
+
 OPS = ["matmul", "softmax_forward", "softmax_backward", "cross_entropy_forward", "cross_entropy_backward",
        "scaled_dot_product_attention_forward", "scaled_dot_product_attention_backward"]
 
