@@ -49,7 +49,7 @@ def _add_train(sub):
     p.add_argument("--task", choices=["dates"], default=None, help="built-in seq2seq task")
     p.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
     p.add_argument("--vocab-size", type=positive_int, default=512, help="BPE/word vocabulary size")
-    p.add_argument("--n-layer", type=positive_int, default=4)
+    p.add_argument("--n-layer", type=positive_int, default=None, help="default: 4 for gpt, 1 for rnn/lstm/gru")
     p.add_argument("--n-head", type=positive_int, default=4)
     p.add_argument("--n-embd", type=positive_int, default=128)
     p.add_argument("--hidden-size", type=positive_int, default=256, help="RNN/LSTM/GRU hidden size")
@@ -58,7 +58,8 @@ def _add_train(sub):
     p.add_argument("--max-iters", type=positive_int, default=600)
     p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--min-lr", type=nonneg_float, default=None, help="default: lr / 10")
-    p.add_argument("--warmup-iters", type=nonneg_int, default=50)
+    p.add_argument("--warmup-iters", type=nonneg_int, default=None,
+                   help="default: 10%% of --max-iters, at most 100")
     p.add_argument("--lr-decay-iters", type=positive_int, default=None, help="default: --max-iters")
     p.add_argument("--weight-decay", type=nonneg_float, default=0.1)
     p.add_argument("--beta1", type=_number(float, 0.0, 1.0, high_open=True), default=0.9)
@@ -116,7 +117,7 @@ def _add_gradcheck(sub):
     p.add_argument("--op", default=None, help="check one op, e.g. lstm or scaled_dot_product_attention")
     p.add_argument("--tol", type=positive_float, default=1e-7, help="relative-error tolerance")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
-                   help="check this backend's backward passes (default: the reference)")
+                   help="check the kernels of this backend instead of the reference (ops it implements)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler="npllm.gradcheck_suite:run_from_args")
 
