@@ -59,7 +59,7 @@ def _add_train(sub):
     p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--min-lr", type=nonneg_float, default=None, help="default: lr / 10")
     p.add_argument("--warmup-iters", type=nonneg_int, default=None,
-                   help="default: 10%% of --max-iters, at most 100")
+                   help="default: 10%% of --lr-decay-iters, at most 100")
     p.add_argument("--lr-decay-iters", type=positive_int, default=None, help="default: --max-iters")
     p.add_argument("--weight-decay", type=nonneg_float, default=0.1)
     p.add_argument("--beta1", type=_number(float, 0.0, 1.0, high_open=True), default=0.9)

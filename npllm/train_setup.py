@@ -132,7 +132,7 @@ def _check_schedule(args) -> None:
     if args.lr_decay_iters is None:
         args.lr_decay_iters = args.max_iters
     if args.warmup_iters is None:
-        args.warmup_iters = min(100, args.max_iters // 10, args.lr_decay_iters)
+        args.warmup_iters = min(100, args.lr_decay_iters // 10)   # fixed by the schedule, not the run
     if args.warmup_iters > args.lr_decay_iters:
         raise UsageError("--warmup-iters", f"must be <= --lr-decay-iters ({args.lr_decay_iters}), "
                          f"got {args.warmup_iters}")

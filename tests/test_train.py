@@ -1,0 +1,154 @@
+"""The training loop: it learns, resumes bit for bit, stops cleanly on Ctrl-C, NaN and patience."""
+import json
+import signal
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import npllm.train as train_module
+from npllm.checkpoint import load_checkpoint
+from npllm.cli import build_parser, main
+from npllm.layers import cross_entropy_backward, cross_entropy_forward
+from npllm.models import GPT, GPTConfig
+from npllm.optim import AdamW
+from npllm.train_setup import RunState, build_run
+
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+        "--eval-iters", "2", "--eval-interval", "5", "--no-progress", "--samples", "0"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "pattern.txt"
+    path.write_text("abcdefghij" * 120)
+    return path
+
+
+def train(tmp_path, corpus, out, *extra):
+    status = main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / out), *TINY, *extra])
+    rows = [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+    return status, rows
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("model", ["gpt", "lstm"])
+def test_loss_decreases_on_a_repeated_pattern(tmp_path, corpus, capsys, model):
+    status, rows = train(tmp_path, corpus, "out", "--model", model, "--hidden-size", "32",
+                         "--max-iters", "40", "--lr", "1e-2")
+    summary = last_json(capsys)
+    assert status == 0
+    assert rows[0]["train_loss"] > 2.0                 # ln(10) = 2.30 at the start
+    assert summary["final_val_loss"] < 0.5 * rows[0]["train_loss"]
+    assert summary["final_val_loss"] < summary["unigram_baseline"]
+
+
+def test_gpt_overfits_a_single_batch_to_near_zero():
+    model = GPT(GPTConfig(vocab_size=12, block_size=16, n_layer=2, n_head=2, n_embd=32), seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 12, (4, 16)), rng.integers(0, 12, (4, 16))    # random targets: pure memorising
+    optimizer = AdamW(3e-3, weight_decay=0.0)
+    for _ in range(150):
+        logits, cache = model.forward(x)
+        loss, ce_cache = cross_entropy_forward(logits, y)
+        optimizer.step(model.params, model.backward(cross_entropy_backward(1.0, ce_cache), cache))
+    assert loss < 0.05
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, corpus):
+    # The schedule is fixed by --lr-decay-iters, so stopping at 6 and resuming to 12 changes nothing.
+    schedule = ["--lr-decay-iters", "12", "--dropout", "0.1", "--eval-interval", "4"]
+    _, whole = train(tmp_path, corpus, "whole", "--max-iters", "12", *schedule)
+    train(tmp_path, corpus, "split", "--max-iters", "6", *schedule)
+    assert load_checkpoint(tmp_path / "split").meta["step"] == 6
+    _, resumed = train(tmp_path, corpus, "split", "--max-iters", "12", *schedule, "--resume")
+    assert [r["step"] for r in resumed] == list(range(1, 13))
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in whole]
+    a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "split")
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert all(np.array_equal(a.optimizer_arrays[k], b.optimizer_arrays[k]) for k in a.optimizer_arrays)
+
+
+def test_resume_refuses_when_max_iters_is_already_reached(tmp_path, corpus, capsys):
+    train(tmp_path, corpus, "out", "--max-iters", "5")
+    capsys.readouterr()
+    assert main(["train", "--out-dir", str(tmp_path / "out"), "--max-iters", "5", "--resume", *TINY]) == 2
+    assert "--max-iters" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path, corpus, monkeypatch, capsys):
+    real_step = train_module.train_step
+
+    def step_then_interrupt(run, lr):
+        result = real_step(run, lr)
+        if run.step == 2:                        # during the third step
+            signal.raise_signal(signal.SIGINT)
+        return result
+    monkeypatch.setattr(train_module, "train_step", step_then_interrupt)
+    status, rows = train(tmp_path, corpus, "out", "--max-iters", "8")
+    assert status == 130
+    assert load_checkpoint(tmp_path / "out").meta["step"] == 3          # the step in progress finished
+    assert "interrupted at step 3" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    status, rows = train(tmp_path, corpus, "out", "--max-iters", "8", "--resume")
+    assert status == 0 and [r["step"] for r in rows] == list(range(1, 9))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch, capsys):
+    real_step = train_module.train_step
+
+    def diverge_at_step_7(run, lr):
+        loss, norm = real_step(run, lr)
+        return (float("nan"), norm) if run.step == 6 else (loss, norm)
+    monkeypatch.setattr(train_module, "train_step", diverge_at_step_7)
+    checkpoint = tmp_path / "out" / "ckpt.safetensors"
+    status = main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "out"), *TINY, "--max-iters", "9"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "nan at step 7" in err and "--lr" in err and "Traceback" not in err
+    assert load_checkpoint(checkpoint).meta["step"] == 5                # the eval at step 5 saved it
+
+
+def test_patience_stops_after_evaluations_without_improvement(tmp_path, corpus, monkeypatch, capsys):
+    val_losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8, 2.9])
+    monkeypatch.setattr(RunState, "eval_loss", lambda self, split: next(val_losses) if split == "val" else 1.0)
+    status, rows = train(tmp_path, corpus, "out", "--max-iters", "40", "--eval-interval", "2",
+                         "--patience", "2")
+    assert status == 0
+    assert rows[-1]["step"] == 8                       # evals at 2, 4 (best), 6, 8: two without improving
+    assert "early stop" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "out" / "best.safetensors").meta["step"] == 4
+
+
+def test_best_checkpoint_holds_the_lowest_validation_loss(tmp_path, corpus, capsys):
+    _, rows = train(tmp_path, corpus, "out", "--max-iters", "20", "--lr", "1e-2")
+    evaluated = [r for r in rows if "val_loss" in r]
+    best = min(evaluated, key=lambda r: r["val_loss"])
+    meta = load_checkpoint(tmp_path / "out" / "best.safetensors").meta
+    assert meta["step"] == best["step"] and meta["extra"]["best_val_loss"] == best["val_loss"]
+    assert (tmp_path / "out" / "loss.png").stat().st_size > 1000
+
+
+def test_gradient_accumulation_averages_micro_batches(tmp_path, corpus):
+    def run_with(accum, batch_size):
+        args = build_parser().parse_args(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "o"),
+                                          *TINY, "--dtype", "float64", "--grad-accum", str(accum),
+                                          "--batch-size", str(batch_size), "--grad-clip", "0"])
+        return build_run(args)
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, 1000, 8)
+    data = np.array([ord(c) - ord("a") for c in "abcdefghij" * 120])
+    x = data[starts[:, None] + np.arange(16)]
+    y = data[starts[:, None] + np.arange(16) + 1]
+    one, two = run_with(1, 8), run_with(2, 4)
+    one.next_batch = iter([(x, y)]).__next__
+    two.next_batch = iter([(x[:4], y[:4]), (x[4:], y[4:])]).__next__
+    loss_one, _ = train_module.train_step(one, 1e-2)
+    loss_two, _ = train_module.train_step(two, 1e-2)
+    assert loss_two == pytest.approx(loss_one, rel=1e-12)
+    for name in one.model.params:
+        assert_allclose(two.model.params[name], one.model.params[name], rtol=1e-10, atol=1e-12)
