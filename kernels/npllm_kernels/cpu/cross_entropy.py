@@ -89,8 +89,8 @@ def _cross_entropy_forward_kernel(logits, targets, ignore_index, row_max, row_su
                 chunk = x[start:start + _CHUNK]
                 chunk_max = _chunk_max(chunk, lanes)
                 if chunk_max > running_max:
-                    # Rescale what was summed against the old max (0 · anything on the first chunk).
-                    running_sum = running_sum * fast_exp(running_max - chunk_max) if running_sum > 0 else 0.0
+                    if running_sum > 0:     # rescale what was summed against the old max
+                        running_sum *= fast_exp(running_max - chunk_max)
                     running_max = chunk_max
                 if running_max == -np.inf:
                     continue        # every logit so far is -inf: nothing to add (and -inf - -inf = nan)
@@ -141,8 +141,9 @@ def cross_entropy_forward(logits, targets, ignore_index=-100):
     if V > 0:              # with no classes, only all-ignored targets pass validation
         _cross_entropy_forward_kernel(flat_logits, flat_targets, ignore_index, row_max, row_sum, row_loss)
     loss = row_loss.sum() / max(n_kept, 1)
-    cache = FusedCrossEntropyCache(flat_logits, flat_targets, row_max, row_sum, n_kept, ignore_index, logits.shape,
-                                   np.empty((N, V), dtype=logits.dtype), np.zeros(1, dtype=np.bool_))
+    dlogits_buffer = np.empty((N, V), dtype=logits.dtype)   # written by the backward
+    cache = FusedCrossEntropyCache(flat_logits, flat_targets, row_max, row_sum, n_kept, ignore_index,
+                                   logits.shape, dlogits_buffer, np.zeros(1, dtype=np.bool_))
     return logits.dtype.type(loss), cache
 
 
