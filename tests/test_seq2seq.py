@@ -131,3 +131,92 @@ def test_seq2seq_forward_names_bad_inputs(src, tgt_in, error, words):
 def test_config_rejects_clashing_special_ids():
     with pytest.raises(ValueError, match="distinct"):
         Seq2SeqConfig(src_vocab_size=5, tgt_vocab_size=5, pad_id=0, bos_id=0)
+
+
+# ---------------------------------------------------------------- data pipeline and the command line
+import json  # noqa: E402
+
+from npllm.cli import main  # noqa: E402
+from npllm.datasets.pairs import IGNORE_INDEX, UNK_ID, Vocab, encode_pairs, make_batch  # noqa: E402
+from npllm.train_seq2seq import bucketed_batches, load_seq2seq, translate  # noqa: E402
+
+
+def test_batches_shift_the_target_for_teacher_forcing():
+    pairs = [("ab", "xy"), ("abba", "z")]
+    src_vocab, tgt_vocab = Vocab.build(["a", "b"]), Vocab.build(["x", "y", "z"])
+    batch = make_batch(encode_pairs(pairs, src_vocab, tgt_vocab, "char"), [0, 1])
+    x, y, z = tgt_vocab.encode("xyz")
+    assert batch.src.tolist() == [src_vocab.encode("ab") + [PAD, PAD], src_vocab.encode("abba")]
+    assert batch.tgt_in.tolist() == [[BOS, x, y], [BOS, z, PAD]]            # <bos> y_1 … y_n
+    assert batch.tgt_out.tolist() == [[x, y, EOS], [z, EOS, IGNORE_INDEX]]  # y_1 … y_n <eos>
+    assert batch.n_tokens == 5
+    assert tgt_vocab.decode([x, EOS, y]) == ["x"] and src_vocab.encode("c") == [UNK_ID]
+
+
+def test_bucketed_batches_visit_every_row_once_per_epoch():
+    lengths = np.random.default_rng(0).integers(1, 30, size=1000)
+    batches = bucketed_batches(lengths, 32, np.random.default_rng(1))
+    epoch = [next(batches) for _ in range(32)]                              # ceil(1000 / 32) batches
+    assert sorted(np.concatenate(epoch).tolist()) == list(range(1000))
+    assert np.mean([np.ptp(lengths[b]) for b in epoch]) < 3                 # similar lengths together
+
+
+def _train(tmp_path, capsys, *flags):
+    status = main(["train", "--out-dir", str(tmp_path), "--no-progress", "--seed", "0", *flags])
+    out = capsys.readouterr()
+    return status, out.out.strip().splitlines(), out.err
+
+
+def test_train_seq2seq_on_dates_writes_the_summary_plots_and_checkpoint(tmp_path, capsys):
+    status, lines, _ = _train(tmp_path, capsys, "--task", "dates", "--max-iters", "4", "--eval-interval", "2",
+                              "--hidden-size", "16", "--n-embd", "8", "--samples", "1")
+    assert status == 0
+    summary = json.loads(lines[-1])
+    for key in ("final_train_loss", "final_val_loss", "val_perplexity", "tokens_per_second", "seconds",
+                "iters", "checkpoint", "exact_match", "char_accuracy"):
+        assert key in summary
+    assert summary["iters"] == 4 and 0.0 <= summary["exact_match"] <= summary["char_accuracy"] <= 1.0
+    assert summary["n_eval"] == 2000
+    for name in ("ckpt.safetensors", "metrics.jsonl", "loss.png", "attention_0.png", "attention_2.png"):
+        assert (tmp_path / name).is_file()
+    # The checkpoint restores the model and its vocabularies.
+    model, src_vocab, tgt_vocab, level = load_seq2seq(summary["checkpoint"])
+    assert model.config.hidden_size == 16 and level == "char"
+    assert len(translate(model, src_vocab, tgt_vocab, level, ["3 sep 1995", "01/02/03"], beam_size=2)) == 2
+
+
+def test_train_seq2seq_on_user_pairs_learns_and_reports_bleu(tmp_path, capsys):
+    # A toy "translation": each English word has one French word, order kept; 4-6 words so BLEU-4 is defined.
+    lexicon = {"red": "rouge", "green": "vert", "blue": "bleu", "cat": "chat", "dog": "chien", "sun": "soleil"}
+    rng = np.random.default_rng(0)
+    lines = [list(rng.choice(list(lexicon), size=rng.integers(4, 7))) for _ in range(400)]
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{' '.join(w)}\t{' '.join(lexicon[x] for x in w)}\n" for w in lines), encoding="utf-8")
+    status, out, _ = _train(tmp_path / "run", capsys, "--model", "seq2seq", "--data", str(data), "--tokenizer",
+                            "word", "--max-iters", "400", "--batch-size", "32", "--hidden-size", "32")
+    assert status == 0
+    summary = json.loads(out[-1])
+    assert summary["n_eval"] == 40                                          # the last 10% held out
+    assert summary["exact_match"] > 0.8 and summary["bleu"] > 85           # seed 0: 0.925 and 96.3
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--task", "dates", "--data", "x.tsv"], "--data: give either"),
+    (["--model", "lstm", "--task", "dates"], "--task: --task dates trains a seq2seq model"),
+    (["--task", "dates", "--n-layer", "2"], "--n-layer: the seq2seq encoder and decoder have one"),
+    (["--task", "dates", "--tokenizer", "bpe"], "--tokenizer"),
+    (["--model", "seq2seq", "--init-from", "gpt2"], "--init-from"),
+])
+def test_train_seq2seq_usage_errors_name_the_flag(tmp_path, capsys, flags, words):
+    status, _, err = _train(tmp_path, capsys, *flags)
+    assert status == 2 and words in err
+
+
+def test_generate_refuses_a_seq2seq_checkpoint_clearly(tmp_path, capsys):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{i}\t{i * 2}\n" for i in range(20)), encoding="utf-8")
+    _train(tmp_path / "run", capsys, "--model", "seq2seq", "--data", str(data), "--max-iters", "1",
+           "--hidden-size", "8", "--n-embd", "4", "--samples", "0")
+    status = main(["generate", "--checkpoint", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and "'seq2seq' is not a language model" in err
