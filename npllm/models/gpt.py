@@ -251,7 +251,7 @@ class GPT:
         from npllm.models import gpt2_io   # written separately; imported only when used
         return gpt2_io.load_pretrained(path)
 
-    def save_pretrained(self, path) -> None:
-        """Write config.json + model.safetensors in Hugging Face GPT-2's layout."""
+    def save_pretrained(self, path, tokenizer=None) -> None:
+        """Write config.json + model.safetensors in Hugging Face GPT-2's layout (+ a BPE tokenizer's files)."""
         from npllm.models import gpt2_io
-        gpt2_io.save_pretrained(self, path)
+        gpt2_io.save_pretrained(self, path, tokenizer)
