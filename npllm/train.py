@@ -167,6 +167,9 @@ def run_from_args(args) -> int:
         return _run_seq2seq(args)
     select_backend(args.backend)
     started = time.perf_counter()
+    if args.init_from and not args.resume:
+        from npllm.init_from import check_flags
+        check_flags(args)                  # a flag contradicting the loaded architecture: error before any work
     run = build_run(args)
     status = train_loop(run)
     if status in ("interrupted", "diverged"):
@@ -183,6 +186,11 @@ def run_from_args(args) -> int:
           f"{summary['tokens_per_second']:,.0f} tok/s, {summary['seconds']:.1f} s; "
           f"outputs in {run.out_dir}", file=sys.stderr)
     print_samples(run)
+    if args.init_from:
+        from npllm.init_from import export_hf
+        hf_dir = export_hf(run.model, run.tokenizer, run.out_dir)   # <out-dir>/hf: transformers' layout
+        if hf_dir is not None:
+            summary["hf"] = str(hf_dir)
     print(json.dumps(summary))
     return 0
 

@@ -98,6 +98,11 @@ def config_to_hf(config, dtype, tokenizer=None) -> dict:
             "use_cache": True, "vocab_size": config.vocab_size}
 
 
+def read_config(path):
+    """The :class:`GPTConfig` of the GPT-2 directory ``path`` (its config.json, checked)."""
+    return config_from_hf(_read_json(Path(path) / CONFIG_NAME), str(Path(path) / CONFIG_NAME))
+
+
 def _read_tensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError, safe_open
     tensors = {}
@@ -131,7 +136,7 @@ def load_pretrained(path):
     from npllm.models.gpt import GPT
     path = Path(path)
     _check_directory(path)
-    config = config_from_hf(_read_json(path / CONFIG_NAME), str(path / CONFIG_NAME))
+    config = read_config(path)
     tensors = _read_tensors(path / WEIGHTS_NAME)
     head = tensors.pop("lm_head.weight", None)
     if head is not None and not ("wte.weight" in tensors and np.array_equal(head, tensors["wte.weight"])):
