@@ -54,7 +54,7 @@ class FlashAttentionCache(NamedTuple):
     shape: tuple              # (B, H, Tq, Tk, d, dv)
 
 
-def _mask_layout(mask, shape):
+def _mask_layout(mask):
     """A bool mask broadcastable to ``shape`` as (flat array, (4,) strides), without materialising it."""
     if mask is None:
         return np.ones(1, dtype=np.bool_), np.zeros(4, dtype=np.int64), False
@@ -235,7 +235,7 @@ def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
     q3 = np.ascontiguousarray(q).reshape(B * H, Tq, d)
     k3 = np.ascontiguousarray(k).reshape(B * H, Tk, d)
     v3 = np.ascontiguousarray(v).reshape(B * H, Tk, dv)
-    flat_mask, mask_strides, has_mask = _mask_layout(mask, (B, H, Tq, Tk))
+    flat_mask, mask_strides, has_mask = _mask_layout(mask)
     out = np.empty((B * H, Tq, dv), dtype=dtype)
     lse = np.empty((B * H, Tq), dtype=dtype)
     workers = numba.get_num_threads()
