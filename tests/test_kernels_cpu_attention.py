@@ -4,9 +4,10 @@ The kernel must give the reference's output and all three gradients for any shap
 multiples of its 64-wide tiles, T = 1, Tq ≠ Tk), causal or not, with any boolean mask broadcastable to
 (B, H, Tq, Tk); a query with no allowed key must output zeros and pass no gradient (never NaN).
 
-Tolerances: float64 1e-10, float32 1e-4, relative to each entry or to the largest entry of the expected
-array (an entry that is a cancelling sum carries its terms' rounding).  A float32 kernel is compared
-with the reference evaluated in float64 on the same float32 inputs: the exact answer up to rounding.
+Tolerances: float64 1e-10, float32 1e-4, relative to each entry or to the size of the terms it sums
+(:func:`_term_scales`: an entry that is a cancelling sum, such as dq with a single key, where dS = 0,
+carries its terms' rounding).  A float32 kernel is compared with the reference evaluated in float64 on
+the same float32 inputs: the exact answer up to rounding.
 """
 import inspect
 
@@ -41,14 +42,33 @@ def assert_matches_reference(q, k, v, dout, mask=None, causal=False):
         *(x.astype(np.float64) for x in (q, k, v)), mask=mask, causal=causal)
     ref_grads = ref.scaled_dot_product_attention_backward(None if dout is None else dout.astype(np.float64),
                                                           ref_cache)
-    for name, actual, desired in zip(("out", "dq", "dk", "dv"), (out,) + grads, (ref_out,) + ref_grads):
+    scales = _term_scales(ref_cache, None if dout is None else dout.astype(np.float64))
+    for name, actual, desired, scale in zip(("out", "dq", "dk", "dv"), (out,) + grads, (ref_out,) + ref_grads,
+                                            scales):
         assert actual.dtype == dtype and actual.shape == desired.shape, name
         assert np.all(np.isfinite(actual)), f"{name} has NaN/inf"
-        scale = float(np.max(np.abs(desired), initial=0.0))
         np.testing.assert_allclose(actual, desired.astype(dtype), rtol=RTOL[dtype], atol=RTOL[dtype] * scale,
                                    err_msg=name)
     for before, after in zip(originals, (q, k, v, dout)):
         np.testing.assert_array_equal(after, before, err_msg="an input was modified")
+
+
+def _term_scales(ref_cache, dout):
+    """Largest sum of |terms| behind each entry of out, dq, dk, dv (float64 reference quantities).
+
+    out = P V;  dS = P ⊙ (dP − D) with dP = dO Vᵀ, D = rowsum(P ⊙ dP);  dq = dS K/√d, dk = dSᵀ Q/√d,
+    dv = Pᵀ dO.  Rounding errors scale with Σ|terms|, so that is what the tolerance is relative to.
+    """
+    q, k, v, probs, scale = ref_cache
+    largest = lambda x: float(np.max(x, initial=0.0))  # noqa: E731
+    out_scale = largest(probs @ np.abs(v))
+    if dout is None:
+        return out_scale, 0.0, 0.0, 0.0
+    dprobs = dout @ v.swapaxes(-1, -2)
+    row_dot = np.sum(probs * dprobs, axis=-1, keepdims=True)
+    abs_dscores = probs * (np.abs(dprobs) + np.abs(row_dot))
+    return (out_scale, largest(abs_dscores @ np.abs(k)) * scale,
+            largest(abs_dscores.swapaxes(-1, -2) @ np.abs(q)) * scale, largest(probs.swapaxes(-1, -2) @ np.abs(dout)))
 
 
 def _mask(rng, kind, B, H, Tq, Tk):
