@@ -146,6 +146,17 @@ def train_loop(run: RunState) -> str:
     return "done"
 
 
+def print_header(run: RunState) -> None:
+    """What is being trained on what, and the baselines its loss must beat (stderr)."""
+    config = ", ".join(f"{k} {v}" for k, v in run.model.config_dict().items() if k != "vocab_size")
+    resumed = f", resuming at step {run.step}" if run.step else ""
+    print(f"{run.model.kind}: {run.model.num_params() / 1e6:.2f}M parameters ({config}); "
+          f"{run.data_name}: {len(run.train_ids):,} train / {len(run.val_ids):,} val tokens, "
+          f"{type(run.tokenizer).__name__} vocabulary {run.tokenizer.vocab_size}{resumed}\n"
+          f"baselines: uniform guess {math.log(run.tokenizer.vocab_size):.3f}, unigram entropy "
+          f"{run.unigram:.3f} nats/token (the best loss without context)", file=sys.stderr)
+
+
 def print_samples(run: RunState) -> None:
     """Print --samples texts of --sample-tokens tokens from the trained model (stdout)."""
     from npllm.generate import generate, prompt_ids
@@ -171,6 +182,7 @@ def run_from_args(args) -> int:
         from npllm.init_from import check_flags
         check_flags(args)                  # a flag contradicting the loaded architecture: error before any work
     run = build_run(args)
+    print_header(run)
     status = train_loop(run)
     if status in ("interrupted", "diverged"):
         return 130 if status == "interrupted" else 1
