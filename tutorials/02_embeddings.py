@@ -29,6 +29,7 @@ import sys
 
 import matplotlib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 if "ipykernel" not in sys.modules:      # run as a script: draw into PNG files, never open a window
     matplotlib.use("Agg")
@@ -42,6 +43,11 @@ from npllm.optim import Adam
 from npllm.tokenizers import CharTokenizer
 
 FAST = os.environ.get("NPLLM_FAST") == "1"   # the test-suite sets it: fewer training steps
+
+# The matrices here are small: a multi-threaded BLAS gains nothing on them, and its idle threads spin
+# between calls, taking the cores from NumPy's other work (10x slower on a busy 2-core machine). One
+# BLAS thread for this whole tutorial — `npllm train` makes the same choice for small models.
+threadpool_limits(limits=1, user_api="blas")
 np.set_printoptions(precision=3, suppress=True)
 
 
