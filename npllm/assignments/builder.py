@@ -178,7 +178,7 @@ def render_notebook(assignment: Assignment, spec: dict) -> str:
         _cell("markdown", "intro", f"# {assignment.title}\n\n{_data(assignment.name, 'intro.md').strip()}\n\n"
               f"Write your code in `{module}.py` (edits are reloaded automatically), run each part's cells "
               f"and compare the printed values with the expected ones. `python grade.py` gives your score."),
-        _cell("code", "setup", "%load_ext autoreload\n%autoreload 2\nimport numpy as np\n\n"
+        _cell("code", "setup", "%load_ext autoreload\n%autoreload 2\nimport sys\n\nimport numpy as np\n\n"
               f"import {module}\nfrom npllm.assignments.grading import sample\nfrom npllm.gradcheck import check_op\n\n"
               f"np.set_printoptions({options})"),
     ]
@@ -192,7 +192,7 @@ def render_notebook(assignment: Assignment, spec: dict) -> str:
         if part["gradcheck_points"]:
             cells.append(_cell("code", f"part-{n}-gradcheck", _gradcheck_code(module, part)))
     cells.append(_cell("markdown", "grade", "## Your score\n\nThe same checks, on more inputs:"))
-    cells.append(_cell("code", "grade-run", "!python grade.py"))
+    cells.append(_cell("code", "grade-run", "!{sys.executable} grade.py   # the Python running this notebook"))
     notebook = {"cells": cells,
                 "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                              "language_info": {"name": "python"}},
