@@ -13,7 +13,8 @@ the language-model defaults (12 windows of text) suit a different job.
 
 Evaluation decodes every held-out source greedily and reports the exact-match accuracy, the character
 accuracy and (for ``--data``) corpus BLEU over whitespace words; the final JSON line carries them with
-train.py's keys.  Outputs in ``--out-dir``: ``ckpt.safetensors`` (weights, optimizer, vocabularies),
+train.py's keys (``tokens_per_second`` counts source and target tokens, padding excluded, per second spent
+in training steps; ``seconds`` is the whole run, data generation and evaluation included).  Outputs in ``--out-dir``: ``ckpt.safetensors`` (weights, optimizer, vocabularies),
 ``metrics.jsonl``, ``loss.png`` and ``attention_<i>.png`` alignment plots of a few held-out examples.
 ``npllm generate``/``eval`` refuse this checkpoint with a clear message (they handle language models);
 :func:`load_seq2seq` and :func:`translate` use it from Python.
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npllm.datasets.pairs import (IGNORE_INDEX, Vocab, encode_pairs, join_tokens, load_pairs, make_batch,
+from npllm.datasets.pairs import (EOS_ID, IGNORE_INDEX, Vocab, encode_pairs, join_tokens, load_pairs, make_batch,
                                   split_held_out, split_tokens)
 from npllm.errors import CheckpointError, UsageError
 from npllm.flags import fill_defaults, given
@@ -136,11 +137,11 @@ def plot_alignments(model, pairs, src_vocab, tgt_vocab, level: str, max_len: int
     for i, (source, _) in enumerate(pairs[:N_ALIGNMENT_PLOTS]):
         src_tokens = split_tokens(source, level)
         tokens, weights = model.greedy_decode(np.array([src_vocab.encode(src_tokens)]), max_len)
-        out = tgt_vocab.decode(tokens[0].tolist())
-        n_out = len(out) + (1 if len(out) < tokens.shape[1] else 0)           # + the <eos> step
-        paths.append(plot_attention(weights[0, :n_out], src_tokens, out + ["<eos>"][:n_out - len(out)],
-                                    out_dir / f"attention_{i}.png",
-                                    title=f"{source!r} → {join_tokens(out, level)!r}"))
+        ids = tokens[0].tolist()
+        n_out = ids.index(EOS_ID) + 1 if EOS_ID in ids else len(ids)           # up to and with <eos>
+        output = join_tokens(tgt_vocab.decode(ids), level)
+        paths.append(plot_attention(weights[0, :n_out], src_tokens, [tgt_vocab.tokens[t] for t in ids[:n_out]],
+                                    out_dir / f"attention_{i}.png", title=f"{source!r} → {output!r}"))
     return paths
 
 
@@ -224,7 +225,8 @@ def _run(args) -> int:
           f"{len(src_vocab)} → {len(tgt_vocab)} {level}s; {model.num_params():,} parameters", file=sys.stderr)
 
     rows, train_seconds, train_tokens, recent = [], 0.0, 0, []
-    subset = list(range(min(EVAL_SUBSET, len(test_pairs))))
+    subset = test_pairs[:EVAL_SUBSET]
+    subset_arrays = encode_pairs(subset, src_vocab, tgt_vocab, level)
     with open(out_dir / "metrics.jsonl", "w", encoding="utf-8") as log, \
             tqdm(total=args.max_iters, disable=args.no_progress, file=sys.stderr, unit="it",
                  desc="train seq2seq") as bar:
@@ -248,8 +250,7 @@ def _run(args) -> int:
             bar.update(1)
             bar.set_postfix_str(f"loss {loss:.3f}", refresh=False)
             if step % args.eval_interval == 0 and step < args.max_iters:
-                scores = evaluate(model, encode_pairs([test_pairs[i] for i in subset], src_vocab, tgt_vocab, level),
-                                  [test_pairs[i] for i in subset], tgt_vocab, level, max_len)
+                scores = evaluate(model, subset_arrays, subset, tgt_vocab, level, max_len)
                 row.update(val_loss=scores["loss"], exact_match=scores["exact_match"])
                 bar.write(f"step {step}: train {np.mean(recent):.4f}, val {scores['loss']:.4f}, exact match "
                           f"{scores['exact_match']:.1%} on {len(subset)} held-out pairs", file=sys.stderr)
@@ -258,9 +259,9 @@ def _run(args) -> int:
             log.write(json.dumps(row) + "\n")
 
     final = evaluate(model, test, test_pairs, tgt_vocab, level, max_len)
-    train_subset = list(range(min(N_TEST_DATES, len(train_pairs))))
-    train_scores = evaluate(model, encode_pairs([train_pairs[i] for i in train_subset], src_vocab, tgt_vocab, level),
-                            [train_pairs[i] for i in train_subset], tgt_vocab, level, max_len)
+    train_subset = train_pairs[:N_TEST_DATES]                 # as many training pairs as held-out dates
+    train_scores = evaluate(model, encode_pairs(train_subset, src_vocab, tgt_vocab, level), train_subset,
+                            tgt_vocab, level, max_len)
     rows[-1]["val_loss"] = final["loss"]
     plot_loss_curve(rows, out_dir / "loss.png", title=f"seq2seq on {Path(source).name}")
     plot_alignments(model, test_pairs, src_vocab, tgt_vocab, level, max_len, out_dir)
@@ -273,7 +274,7 @@ def _run(args) -> int:
     if args.data is not None:
         summary["bleu"] = final["bleu"]
     save(out_dir / LATEST_NAME, model, optimizer, (src_vocab, tgt_vocab), level, args.max_iters, batch_rng,
-         {"data": {"source": source}, "metrics": dict(summary)})
+         {"data": {"source": source}, "metrics": {k: v for k, v in summary.items() if k != "seconds"}})
     for (src, ref), hyp in list(zip(test_pairs, final["hypotheses"]))[:args.samples]:
         print(f"{src!r} → {hyp!r} ({'correct' if hyp == ref else 'expected ' + repr(ref)})")
     summary["seconds"] = time.perf_counter() - started
