@@ -51,7 +51,8 @@ def test_tutorial_runs_as_a_script_and_writes_its_figures(tutorial, tmp_path):
     done = subprocess.run([sys.executable, tutorial.name], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=TIME_LIMIT)
     seconds = time.perf_counter() - started
-    assert done.returncode == 0, f"{tutorial.name} failed after {seconds:.1f} s:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    assert done.returncode == 0, (f"{tutorial.name} failed after {seconds:.1f} s:\n"
+                                  f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
     for figure in FIGURES[tutorial.stem]:
         path = workdir / figure
         assert path.exists(), f"{tutorial.name} did not write {figure}"

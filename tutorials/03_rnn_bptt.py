@@ -130,8 +130,9 @@ for scale in (0.5, 1.0, 1.5, 3.0):
 
 # %% [markdown]
 # With $s = 0.5$ the first step receives a vanishing fraction of the last step's gradient (the
-# printout above: many orders of magnitude); with $s = 3$ it receives far *more*. Note the tanh: large weights push $h$ towards $\pm 1$ where
-# $1 - h^2$ is small, which damps the growth — that is why $s = 1.5$, not $s = 1$, is near the balance here.
+# printout above: many orders of magnitude); with $s = 3$ it receives far *more*. Note the tanh: large
+# weights push $h$ towards $\pm 1$ where $1 - h^2$ is small, which damps the growth — that is why
+# $s = 1.5$, not $s = 1$, is near the balance here.
 
 # %% [markdown]
 # ## A BPTT bug, located step by step

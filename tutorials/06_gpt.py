@@ -154,7 +154,8 @@ tokens_per_second = max_iters * 16 * config.block_size / (time.perf_counter() - 
 print(f"{tokens_per_second:,.0f} tokens/s with the NumPy reference")
 
 # %%
-show_png(plot_loss_curve(rows, "06_gpt_loss.png", title=f"GPT ({model.num_params():,} params) on the built-in corpus"))
+title = f"GPT ({model.num_params():,} parameters) on the built-in corpus"
+show_png(plot_loss_curve(rows, "06_gpt_loss.png", title=title))
 
 # %% [markdown]
 # ## Samples

@@ -147,7 +147,8 @@ for step in range(1, max_iters + 1):
     row = {"step": step, "train_loss": loss}
     if step % eval_interval == 0:
         row["val_loss"] = loss_on(test_batch)[0]
-        print(f"step {step:4d}  train {loss:.3f}  held-out {row['val_loss']:.3f}  ({time.perf_counter() - started:.0f} s)")
+        print(f"step {step:4d}  train {loss:.3f}  held-out {row['val_loss']:.3f}  "
+              f"({time.perf_counter() - started:.0f} s)")
     rows.append(row)
 show_png(plot_loss_curve(rows, "07_seq2seq_loss.png", title="seq2seq with attention on the dates task"))
 

@@ -124,8 +124,9 @@ def _part_code(module: str, part: dict) -> str:
     if part["kind"] == "forward":
         lines.append(f"{outputs}, cache = {module}.{part['function']}(*s.args, **s.kwargs)")
     else:
+        targets = outputs + ("," if len(part["outputs"]) == 1 else "")   # "dx," unpacks a 1-tuple
         lines += [f"*_, cache = {module}.{part['forward']}(*s.args, **s.kwargs)",
-                  f"{outputs}{',' if len(part['outputs']) == 1 else ''} = {module}.{part['function']}(*s.upstream, cache)"]
+                  f"{targets} = {module}.{part['function']}(*s.upstream, cache)"]
     lines.append("print(" + ", ".join(f'"{name} =", {name}' for name in part["outputs"]) + ', sep="\\n")')
     return "\n".join(lines)
 
@@ -155,7 +156,8 @@ def render_readme(assignment: Assignment, spec: dict) -> str:
             f"{spec['npllm_version']} when this assignment was built).\n\n"
             f"You need npllm installed (`pip install -e <path to the npllm checkout>`): the grader uses "
             f"`npllm.gradcheck`.\n\n"
-            f"## Parts ({assignment.points} points)\n\n| part | function | task | points |\n|---|---|---|---|\n{rows}\n\n"
+            f"## Parts ({assignment.points} points)\n\n"
+            f"| part | function | task | points |\n|---|---|---|---|\n{rows}\n\n"
             f"A backward part is checked twice: against numerical gradients of *your* forward "
             f"(`npllm.gradcheck.check_op`), and against the reference's gradients for fixed upstream gradients.\n\n"
             f"## Expected output on the sample inputs\n\nThe notebook prints your output on these inputs; "
@@ -179,7 +181,8 @@ def render_notebook(assignment: Assignment, spec: dict) -> str:
               f"Write your code in `{module}.py` (edits are reloaded automatically), run each part's cells "
               f"and compare the printed values with the expected ones. `python grade.py` gives your score."),
         _cell("code", "setup", "%load_ext autoreload\n%autoreload 2\nimport sys\n\nimport numpy as np\n\n"
-              f"import {module}\nfrom npllm.assignments.grading import sample\nfrom npllm.gradcheck import check_op\n\n"
+              f"import {module}\nfrom npllm.assignments.grading import sample\n"
+              f"from npllm.gradcheck import check_op\n\n"
               f"np.set_printoptions({options})"),
     ]
     for part in spec["parts"]:

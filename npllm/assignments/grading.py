@@ -211,9 +211,8 @@ class Grader:
                 raise CheckFailed(self._describe(exc, part["function"])) from None
             except Exception:
                 pass
-            raise CheckFailed(f"needs a working {part['forward']} first: "
-                              f"{forward_error if isinstance(forward_error, CheckFailed) else self._describe(forward_error)}"
-                              ) from None
+            reason = forward_error if isinstance(forward_error, CheckFailed) else self._describe(forward_error)
+            raise CheckFailed(f"needs a working {part['forward']} first: {reason}") from None
 
     # ------------------------------------------------------------------ checks
     def _check_values(self, part: dict) -> str:
