@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from npllm.assignments.catalog import ASSIGNMENTS, Assignment, Part
-from npllm.assignments.grading import PRINT_OPTIONS, encode
+from npllm.assignments.grading import GRADCHECK_TOL, PRINT_OPTIONS, encode
 from npllm.assignments.markers import make_starter, strip_markers
 
-SEED = 20_17   # with the part and case numbers, seeds every input and upstream gradient
+SEED = 2017   # with the part and case numbers, seeds every input and upstream gradient
 
 
 def _data(name: str, filename: str) -> str:
@@ -134,7 +134,8 @@ def _part_code(module: str, part: dict) -> str:
 def _gradcheck_code(module: str, part: dict) -> str:
     time_axis = f", time_axis={part['time_axis']}" if part["time_axis"] is not None else ""
     return ("# The gradient check grade.py runs: relative errors near 1e-10 mean your backward is right.\n"
-            f"print(check_op({module}.{part['forward']}, {module}.{part['function']}, s.args, s.kwargs{time_axis}))")
+            f"print(check_op({module}.{part['forward']}, {module}.{part['function']}, s.args, s.kwargs{time_axis}, "
+            f"tol={GRADCHECK_TOL:g}))")
 
 
 def render_readme(assignment: Assignment, spec: dict) -> str:
