@@ -266,3 +266,11 @@ def test_shipped_solutions_have_one_region_per_graded_function():
     for name, assignment in ASSIGNMENTS.items():
         source = resources.files("npllm.assignments").joinpath(name, f"{assignment.module}.py").read_text()
         assert source.count("# BEGIN SOLUTION") == len({part.function for part in assignment.parts})
+
+
+def test_a_missing_gradient_earns_no_gradient_check_points(built, tmp_path):
+    directory = copy_of(built["rnn"]["solution"], tmp_path)
+    module = directory / "rnn_layers.py"
+    module.write_text(module.read_text().replace("    db = da.sum(axis=0)\n", "    db = None\n"))
+    part = Grader(directory).grade([2])[0]
+    assert part.score == 0 and "db must be a numpy array, got NoneType" in part.lines[0]

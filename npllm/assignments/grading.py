@@ -235,8 +235,15 @@ class Grader:
 
         forward, backward = self._function(part["forward"]), self._function(part["function"])
         worst = 0.0
+        names = part["outputs"]
         for case in part["cases"]:
-            self._cache_for_backward(part, case)               # a clear message if the forward is broken
+            # Run the pair once first: a clear message if the forward is broken, and no gradient may be
+            # missing (check_op skips a None gradient, which would let an unwritten one pass).
+            grads = _as_results(backward(*decode(case["upstream"]), self._cache_for_backward(part, case)),
+                                len(names), ", ".join(names))
+            for name, grad in zip(names, grads):
+                if not isinstance(grad, np.ndarray):
+                    raise CheckFailed(f"{name} must be a numpy array, got {type(grad).__name__}")
             report = check_op(forward, backward, decode(case["args"]), decode(case["kwargs"]),
                               tol=GRADCHECK_TOL, time_axis=part["time_axis"], op=part["function"])
             if not report.passed:
