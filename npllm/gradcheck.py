@@ -105,11 +105,12 @@ class GradcheckReport:
 
     def __str__(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
+        width = max([16] + [len(r.name) + 2 for r in self.results])
         lines = [f"gradcheck {self.op}: {verdict} (relative error ≤ {self.tol:g} required; "
                  f"central differences, eps={self.eps:g}, float64)",
-                 f"  {'input':<16}{'shape':<18}{'checked':>12}{'max abs err':>14}{'rel error':>12}  verdict"]
+                 f"  {'input':<{width}}{'shape':<18}{'checked':>12}{'max abs err':>14}{'rel error':>12}  verdict"]
         for r in self.results:
-            lines.append(f"  {r.name:<16}{str(r.shape):<18}{f'{r.n_checked}/{r.n_total}':>12}"
+            lines.append(f"  {r.name:<{width}}{str(r.shape):<18}{f'{r.n_checked}/{r.n_total}':>12}"
                          f"{r.max_abs_error:>14.2e}{r.relative_error:>12.2e}  {'ok' if r.passed else 'FAIL'}")
         if self.per_step is not None:
             lines.append("  per time step (the loss taken from output step t only):")
@@ -212,8 +213,12 @@ def check_op(forward, backward, inputs, kwargs=None, *, names=None, eps=DEFAULT_
         return grads
 
     grads = analytic_with(douts)
-    results = [_compare(names[i], inputs[i], g, loss_with(douts), eps, tol, max_entries, rng)
-               for i, g in zip(float_positions, grads) if g is not None]
+    results = []
+    for i, g in zip(float_positions, grads):
+        if g is None:     # a backward that leaves out a gradient must not pass by omission
+            results.append(GradcheckResult(names[i], inputs[i].shape, 1.0, float("inf"), 0, inputs[i].size, tol))
+        else:
+            results.append(_compare(names[i], inputs[i], g, loss_with(douts), eps, tol, max_entries, rng))
     report = GradcheckReport(op or getattr(forward, "__name__", "op").removesuffix("_forward"), results, tol, eps)
     if time_axis is not None:
         report.per_step = _per_step_errors(douts, time_axis, analytic_with, loss_with, inputs,

@@ -103,3 +103,10 @@ def test_cli_gradcheck_checks_a_backends_kernels(capsys):
     assert main(["gradcheck", "--backend", "numba", "--op", "layer_norm"]) == 0
     out = capsys.readouterr().out
     assert "backend: numba" in out and "gamma" in out and "FAIL" not in out
+
+
+def test_a_backward_that_omits_a_gradient_fails():
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal(2)]
+    report = check_op(L.linear_forward, lambda dy, cache: L.linear_backward(dy, cache)[:2] + (None,), inputs)
+    assert not report.passed and [r.passed for r in report.results] == [True, True, False]
