@@ -121,6 +121,7 @@ def test_forward_is_float32_for_a_float32_model():
     (np.array([[PAD, PAD]]), np.array([[BOS]]), ValueError, "only padding"),
     (np.array([[3, 9]]), np.array([[BOS]]), ValueError, r"src must lie in \[0, 7\)"),
     (np.array([[3.0]]), np.array([[BOS]]), TypeError, "src must be an integer"),
+    ([[3]], np.array([[BOS]]), TypeError, "src must be an integer numpy.ndarray of shape \\(B, T\\), got list"),
     (np.array([[3], [4]]), np.array([[BOS]]), ValueError, "tgt_in must have src's batch size 2"),
 ])
 def test_seq2seq_forward_names_bad_inputs(src, tgt_in, error, words):

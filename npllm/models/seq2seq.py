@@ -149,6 +149,7 @@ class Seq2Seq:
         """Teacher forcing.  src int (B, Ts) right-padded, tgt_in int (B, Tt) = <bos> y_1 … →
         logits (B, Tt, Vt), Seq2SeqCache."""
         p = self.params
+        _check_ids("src", src, self.config.src_vocab_size)
         _check_ids("tgt_in", tgt_in, self.config.tgt_vocab_size)
         if tgt_in.shape[0] != src.shape[0]:
             raise ValueError(f"tgt_in must have src's batch size {src.shape[0]}, got shape {tgt_in.shape}")
