@@ -11,7 +11,6 @@ output positions past the end hold ``IGNORE_INDEX`` so the loss skips them.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
