@@ -49,14 +49,16 @@ def _add_train(sub):
     p.add_argument("--task", choices=["dates"], default=None, help="built-in seq2seq task")
     p.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
     p.add_argument("--vocab-size", type=positive_int, default=512, help="BPE/word vocabulary size")
-    p.add_argument("--n-layer", type=positive_int, default=None, help="default: 4 for gpt, 1 for rnn/lstm/gru")
+    p.add_argument("--n-layer", type=positive_int, default=None, help="default: 3 for gpt, 1 for rnn/lstm/gru")
     p.add_argument("--n-head", type=positive_int, default=4)
     p.add_argument("--n-embd", type=positive_int, default=128)
     p.add_argument("--hidden-size", type=positive_int, default=256, help="RNN/LSTM/GRU hidden size")
     p.add_argument("--block-size", type=positive_int, default=64)
-    p.add_argument("--batch-size", type=positive_int, default=12)
-    p.add_argument("--max-iters", type=positive_int, default=600)
-    p.add_argument("--lr", type=positive_float, default=2e-3)
+    # The defaults train a char-level GPT on the built-in corpus in about 2 minutes on 2 CPU cores
+    # (val loss ~1.5 nats/token against a unigram baseline of 3.2); the numbers are in the README.
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--max-iters", type=positive_int, default=900)
+    p.add_argument("--lr", type=positive_float, default=3e-3)
     p.add_argument("--min-lr", type=nonneg_float, default=None, help="default: lr / 10")
     p.add_argument("--warmup-iters", type=nonneg_int, default=None,
                    help="default: 10%% of --lr-decay-iters, at most 100")
@@ -75,12 +77,17 @@ def _add_train(sub):
     p.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
                    help="default: $NPLLM_BACKEND or numpy")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--blas-threads", type=positive_int, default=None,
+                   help="threads for NumPy's matrix products; default: 1 for models up to width 256 (their "
+                   "small matmuls gain little from more, and idle BLAS threads spin), else BLAS's own choice")
     p.add_argument("--out-dir", default="./out")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
     p.add_argument("--init-from", default=None,
                    help="fine-tune from a GPT-2 directory (config.json + model.safetensors) or an npllm checkpoint")
     p.add_argument("--samples", type=nonneg_int, default=2, help="samples printed at the end")
     p.add_argument("--sample-tokens", type=nonneg_int, default=200)
+    p.add_argument("--sample-prompt", default="The",
+                   help="text the samples start from (a newline if the tokenizer cannot encode it)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler="npllm.train:run_from_args")
 
@@ -139,6 +146,7 @@ def _add_assignment(sub):
     b = asub.add_parser("build", help="write student starter code and its grading tests")
     b.add_argument("name")
     b.add_argument("--out", required=True, help="output directory")
+    b.add_argument("--solution", action="store_true", help="write the solution in place (a teacher's copy)")
     p.set_defaults(handler="npllm.assignments:run_from_args")
 
 

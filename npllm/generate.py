@@ -134,9 +134,10 @@ def run_from_args(args) -> int:
     from npllm.checkpoint import load_checkpoint
     from npllm.errors import UsageError
     from npllm.models import model_from_checkpoint
-    from npllm.train import select_backend, tokenizer_from_checkpoint
+    from npllm.train import keep_freed_memory, select_backend, tokenizer_from_checkpoint
 
     select_backend(args.backend)
+    keep_freed_memory()
     checkpoint = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(checkpoint)
     tokenizer = tokenizer_from_checkpoint(checkpoint)

@@ -44,6 +44,27 @@ def select_backend(name) -> None:
         raise UsageError("--backend", str(exc)) from None
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc's malloc to keep freed memory for reuse rather than hand it back to the OS.
+
+    Every step allocates and frees the same few-MiB activation arrays.  By default glibc serves blocks
+    this size with fresh mmaps or trims them off the heap when freed, so each step page-faults its
+    memory in again: here that was 15% of a step in system time and 25% slower steps
+    (shared/PERF-NOTES.md, lesson 5).  A process-wide setting, so only the commands call it.
+    """
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return                                  # not glibc (macOS, Windows, musl): nothing to tune
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)     # blocks below 32 MiB come from the heap...
+    mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024)   # ...which is not shrunk until 1 GiB lies free
+
+
 def train_step(run: RunState, lr: float) -> tuple[float, float]:
     """One optimizer step over --grad-accum micro-batches → (mean loss, gradient norm before clipping)."""
     model, args = run.model, run.args
@@ -146,6 +167,20 @@ def train_loop(run: RunState) -> str:
     return "done"
 
 
+SMALL_MODEL_WIDTH = 256   # up to this n_embd/hidden_size, one BLAS thread is as fast and never spins
+
+
+def blas_threads(run: RunState):
+    """Limit NumPy's BLAS to --blas-threads (default: 1 for small models) while the block runs."""
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+    config = run.model.config
+    width = getattr(config, "n_embd", None) or getattr(config, "hidden_size", 0)
+    threads = run.args.blas_threads or (1 if width <= SMALL_MODEL_WIDTH else None)
+    return threadpool_limits(limits=threads, user_api="blas") if threads else nullcontext()
+
+
 def print_header(run: RunState) -> None:
     """What is being trained on what, and the baselines its loss must beat (stderr)."""
     config = ", ".join(f"{k} {v}" for k, v in run.model.config_dict().items() if k != "vocab_size")
@@ -163,13 +198,16 @@ def print_samples(run: RunState) -> None:
     args = run.args
     if not (args.samples and args.sample_tokens):
         return
-    ids, _ = prompt_ids(run.tokenizer, "")
+    try:
+        ids, echo = prompt_ids(run.tokenizer, getattr(args, "sample_prompt", ""))
+    except ValueError:                       # the prompt has a character this corpus never uses
+        ids, echo = prompt_ids(run.tokenizer, "")
     idx = np.tile(np.asarray(ids, dtype=np.int64), (args.samples, 1))
     tokens = generate(run.model, idx, args.sample_tokens, temperature=SAMPLE_TEMPERATURE,
                       rng=np.random.default_rng([args.seed, 3]))
     for i, row in enumerate(tokens):
         print(f"--- sample {i + 1} (temperature {SAMPLE_TEMPERATURE}) ---")
-        print(run.tokenizer.decode(row[len(ids):].tolist()))
+        print(run.tokenizer.decode(row[0 if echo else len(ids):].tolist()))
 
 
 def run_from_args(args) -> int:
@@ -177,12 +215,18 @@ def run_from_args(args) -> int:
     if args.model == "seq2seq" or args.task is not None:
         return _run_seq2seq(args)
     select_backend(args.backend)
+    keep_freed_memory()
     started = time.perf_counter()
     if args.init_from and not args.resume:
         from npllm.init_from import check_flags
         check_flags(args)                  # a flag contradicting the loaded architecture: error before any work
     run = build_run(args)
     print_header(run)
+    with blas_threads(run):
+        return _train_and_report(run, args, started)
+
+
+def _train_and_report(run: RunState, args, started: float) -> int:
     status = train_loop(run)
     if status in ("interrupted", "diverged"):
         return 130 if status == "interrupted" else 1

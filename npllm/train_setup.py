@@ -141,7 +141,7 @@ def _check_schedule(args) -> None:
 def _new_model(args, vocab_size: int):
     from npllm.models import GPT, GPTConfig, LANGUAGE_MODELS, RNNLMConfig
     if args.model == "gpt":
-        n_layer = 4 if args.n_layer is None else args.n_layer
+        n_layer = 3 if args.n_layer is None else args.n_layer
         if args.n_embd % args.n_head:
             raise UsageError("--n-embd", f"must be divisible by --n-head ({args.n_head}), got {args.n_embd}")
         config = GPTConfig(vocab_size, args.block_size, n_layer, args.n_head, args.n_embd, args.dropout)
