@@ -5,21 +5,24 @@
 Each version changes one thing (reference: NumPy's ``a @ b``, i.e. BLAS):
 
 v1: naive triple loop i, j, k: one dot product per output, B read down a column (a stride of N
-    elements), so every multiply-add waits on a cache miss. Serial. About 1 GFLOP/s.
+    elements), so most multiply-adds wait on a cache miss. Serial. 1-3 GFLOP/s.
 v2: cache tiling and loop order i, k, j: the innermost loop is ``C[i, :] += A[i, k] * B[k, :]`` along
     contiguous rows, which LLVM turns into SIMD fused multiply-adds; a TILE_K × TILE_N block of B is
     reused from L2 by all TILE_M rows of a task. ``prange`` over row blocks. Bound by the loads and stores
-    of C's row (one load + one store per FMA), not by arithmetic.
+    of C's row (one load + one store per FMA), not by arithmetic: 20-30 GFLOP/s a core.
 v3: packing + a register-blocked micro-kernel. B is packed once, transposed, into K-panels of KC rows
     whose rows are contiguous; each task packs its MC × KC block of A the same way. The micro-kernel
     computes a 4 × 4 block of C as 16 dot products over KC: per step it loads 4 values of A and 4 of B
     and does 16 multiply-adds, all 16 sums live in SIMD registers (a sum over k is a reduction, which
     ``fastmath`` ``reassoc`` lets LLVM vectorize), and nothing is stored until the end. The loop body is
-    8 vector loads + 16 vector FMAs, so it runs at the FMA units' speed. ``prange`` over MC × NC tiles
-    of C, which each task owns (no races, no atomics). Default.
+    8 vector loads + 16 vector FMAs, so it runs at the FMA units' speed: alone, on data in L1, it does
+    100-114 GFLOP/s a core, the peak of two 8-wide FMAs a cycle. Whole, with packing and the tails of
+    the reductions, 72-83 GFLOP/s a core. Tiles of C (MC × NC, each written by one task: no races) are
+    dealt round-robin to one loop per thread. Default.
 
-How fast (2-core Xeon with AVX-512, float32, 1024³; ``npllm bench --only matmul`` measures yours):
-v3 reaches about half of OpenBLAS. The gap: LLVM picks 256-bit vectors on AVX-512 CPUs (its
+Measured on this project's 2-core Xeon (AVX-512, float32, 1024³, one thread each so that other
+processes on the machine do not skew it; ``npllm bench --only matmul`` measures yours): OpenBLAS
+140-165 GFLOP/s a core, v3 0.52-0.58 of it. The gap: LLVM picks 256-bit vectors on AVX-512 CPUs (its
 "prefer-256-bit" tuning) while OpenBLAS's hand-written assembly uses 512-bit ones, and BLAS overlaps
 packing with compute and prefetches. So **BLAS is faster at every shape we measured** and
 :func:`blas_is_faster` says so; :func:`matmul` (what the "numba" backend's ``ops.matmul`` runs) asks it
@@ -30,6 +33,7 @@ Threads: Numba's pool (see ``_threads``) for ``prange``; the kernel never calls 
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -43,9 +47,6 @@ MR = NR = 4   # micro-kernel block: 16 accumulators + 8 loaded vectors fit the 3
 KC = 512      # K-panel: 4 + 4 packed rows of KC floats (16 KiB in float32) stay in L1 (48 KiB)
 MC = 64       # rows of A per task: MC × KC (128 KiB) stays in L2 while the task sweeps NC columns of B
 NC = 256      # columns of C per task: M/MC × N/NC tasks give prange enough work to balance 2+ cores
-# Packed rows are KC + PAD long: with exactly 2 KiB rows, the 8 rows the micro-kernel streams would map
-# to the same L1 cache sets (and collide with each other's lines); 64 extra bytes spread them out.
-PAD = 16
 
 
 @njit(cache=True, fastmath=KERNEL_FASTMATH)
@@ -141,34 +142,45 @@ def _edge_dot(a_pack, row, b_pack, col, kc):
 
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH)
-def _matmul_v3_kernel(a, b_panels, c):
+def _matmul_v3_kernel(a, b_panels, c, a_packs):
     M, K = a.shape
     N = c.shape[1]
     n_row_blocks, n_col_blocks = (M + MC - 1) // MC, (N + NC - 1) // NC
-    for task in prange(n_row_blocks * n_col_blocks):          # one MC × NC tile of C per task
-        i0 = (task // n_col_blocks) * MC
-        j0 = (task % n_col_blocks) * NC
-        rows, j_stop = min(MC, M - i0), min(N, j0 + NC)
-        a_pack = np.empty((rows, KC + PAD), dtype=a.dtype)
-        for panel in range(b_panels.shape[0]):
-            k0 = panel * KC
-            kc = min(KC, K - k0)
-            for r in range(rows):                              # pack this task's block of A
-                for p in range(kc):
-                    a_pack[r, p] = a[i0 + r, k0 + p]
-            b_pack = b_panels[panel]                           # (N, KC + PAD)
-            full_rows = rows - rows % MR
-            full_stop = j_stop - (j_stop - j0) % NR
-            # 4 packed B rows (16 KiB) stay in L1 while the MC rows of A stream past from L2.
-            for j in range(j0, full_stop, NR):
-                for r in range(0, full_rows, MR):
-                    _micro_kernel(a_pack, r, b_pack, j, kc, c, i0 + r, j)
-            for r in range(full_rows, rows):                   # leftover rows (M not a multiple of 4)
-                for j in range(j0, j_stop):
-                    c[i0 + r, j] += _edge_dot(a_pack, r, b_pack, j, kc)
-            for r in range(full_rows):                         # leftover columns
-                for j in range(full_stop, j_stop):
-                    c[i0 + r, j] += _edge_dot(a_pack, r, b_pack, j, kc)
+    n_workers = a_packs.shape[0]
+    # One loop per thread, each with its own packing buffer a_packs[worker], allocated once by the
+    # caller: no malloc/free per task in the hot loop, and the memory shows up in tracemalloc.
+    for worker in prange(n_workers):
+        for task in range(worker, n_row_blocks * n_col_blocks, n_workers):   # one MC × NC tile of C
+            _matmul_v3_task(a, b_panels, c, a_packs[worker], task, n_col_blocks)
+
+
+@njit(cache=True, fastmath=KERNEL_FASTMATH)
+def _matmul_v3_task(a, b_panels, c, a_pack, task, n_col_blocks):
+    """C[i0:i0+MC, j0:j0+NC] = A[i0:i0+MC, :] @ B[:, j0:j0+NC], one K-panel at a time."""
+    M, K = a.shape
+    N = c.shape[1]
+    i0 = (task // n_col_blocks) * MC
+    j0 = (task % n_col_blocks) * NC
+    rows, j_stop = min(MC, M - i0), min(N, j0 + NC)
+    for panel in range(b_panels.shape[0]):
+        k0 = panel * KC
+        kc = min(KC, K - k0)
+        for r in range(rows):                              # pack this task's block of A
+            for p in range(kc):
+                a_pack[r, p] = a[i0 + r, k0 + p]
+        b_pack = b_panels[panel]                           # (N, KC)
+        full_rows = rows - rows % MR
+        full_stop = j_stop - (j_stop - j0) % NR
+        # 4 packed B rows (16 KiB) stay in L1 while the MC rows of A stream past from L2.
+        for j in range(j0, full_stop, NR):
+            for r in range(0, full_rows, MR):
+                _micro_kernel(a_pack, r, b_pack, j, kc, c, i0 + r, j)
+        for r in range(full_rows, rows):                   # leftover rows (M not a multiple of 4)
+            for j in range(j0, j_stop):
+                c[i0 + r, j] += _edge_dot(a_pack, r, b_pack, j, kc)
+        for r in range(full_rows):                         # leftover columns
+            for j in range(full_stop, j_stop):
+                c[i0 + r, j] += _edge_dot(a_pack, r, b_pack, j, kc)
 
 
 def _check_pair(a, b):
@@ -200,10 +212,11 @@ def matmul_v3(a, b):
     """Packed panels + 4 × 4 register-blocked micro-kernel.  a (M, K), b (K, N) → (M, N)."""
     _check_pair(a, b)
     K, N = b.shape
-    b_panels = np.zeros((max(1, (K + KC - 1) // KC), N, KC + PAD), dtype=b.dtype)   # (panels, N, KC+PAD)
+    b_panels = np.zeros((max(1, (K + KC - 1) // KC), N, KC), dtype=b.dtype)   # (panels, N, KC)
     _pack_b_panels(np.ascontiguousarray(b), b_panels)
     c = np.zeros((a.shape[0], N), dtype=a.dtype)
-    _matmul_v3_kernel(np.ascontiguousarray(a), b_panels, c)
+    a_packs = np.empty((numba.get_num_threads(), MC, KC), dtype=a.dtype)    # one per thread
+    _matmul_v3_kernel(np.ascontiguousarray(a), b_panels, c, a_packs)
     return c
 
 
@@ -214,10 +227,12 @@ matmul_kernel = matmul_v3
 def blas_is_faster(M: int, K: int, N: int) -> bool:
     """Whether NumPy's BLAS beats ``matmul_kernel`` on an (M, K) @ (K, N) product.
 
-    Measured (``npllm bench --only matmul``): BLAS wins at every size from 1 to 2048 and on the skinny
-    shapes of a small GPT, by 2x at 1024³ (512-bit vectors, prefetching) and by far more below 64³ where
-    the kernel's packing and Numba's dispatch dominate.  So: always.  The arguments stay so a machine
-    where that changes (a NumPy built without an optimized BLAS) needs one edit, not a new API.
+    Measured one thread each (``npllm bench --only matmul`` and GPT-sized shapes such as 768×128 @
+    128×384): BLAS is 1.7-2.7x faster from 64³ up, and 10-40x below that, where the kernel's packing
+    and two parallel launches (about 40 µs) dominate. So: always. (With two threads on a machine where
+    another process holds a core, OpenBLAS's threads wait on each other and v3 can come out ahead;
+    that is the machine's load, not a reason to choose the kernel.) The arguments stay so a machine
+    where the answer depends on the shape (a NumPy without an optimized BLAS) needs one edit here.
     """
     return True
 
