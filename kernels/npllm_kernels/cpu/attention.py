@@ -10,8 +10,9 @@ kernel follows FlashAttention-2 (Dao 2023) and never holds more than one BLOCK_Q
   a new tile raises the max, rescale what was accumulated by exp(m_old − m_new). At the end O = acc / l.
   The cache keeps only O and the per-row log-sum-exp L = m + log l (plus q, k, v and the mask), O(T·d).
 * backward: D = rowsum(dO ⊙ O) first (it equals Σ_j P_ij dP_ij, the softmax backward's row term). Then
-  for each key tile, sweep the query tiles, *recompute* P = exp(S − L) (cheaper than storing T×T), and
-  accumulate dV += Pᵀ dO, dS = P ⊙ (dO Vᵀ − D), dK += dSᵀ Q/√d, dQ += dS K/√d.
+  for each key tile, sweep the query tiles, *recompute* P = exp(S − L) (cheaper than storing T×T),
+  form dS = P ⊙ (dO Vᵀ − D) and accumulate dQ += dS K/√d. P and dS of the key tile's column (all
+  queries × BLOCK_K keys: O(T) memory) are kept, so dV = Pᵀ dO and dK = dSᵀ Q/√d are one product each.
 * causal: tiles entirely above the diagonal are skipped, so causal attention does about half the work.
 * a query with no allowed key keeps m = −inf and l = 0: it outputs zeros, stores L = −inf, and the
   backward's exp(S − L) is forced to 0 for it, so it passes no gradient and nothing is NaN.
@@ -181,7 +182,7 @@ def _backward_kernel(q, k, v, dout, lse, row_dot, scale, mask, mstr, has_mask, c
     BH, Tq, d = q.shape
     Tk, dv_width = k.shape[1], v.shape[2]
     offset = Tk - Tq
-    q_buf, p_buf, dp_buf, tmp_q_buf, tmp_k_buf, tmp_v_buf = scratch
+    q_buf, p_buf, ds_buf, tmp_q_buf = scratch
     n_workers = q_buf.shape[0]
     n_k_tiles = (Tk + BLOCK_K - 1) // BLOCK_K
     # One item per batch·head (dQ written in place, dq_parts has 1 slot) or per (batch·head, key tile)
@@ -197,14 +198,19 @@ def _backward_kernel(q, k, v, dout, lse, row_dot, scale, mask, mstr, has_mask, c
             for j0 in range(first_tile * BLOCK_K, min(Tk, last_tile * BLOCK_K), BLOCK_K):
                 cols = min(BLOCK_K, Tk - j0)
                 k_tile, v_tile = k[bh, j0:j0 + cols], v[bh, j0:j0 + cols]
-                dk_tile, dv_tile = dk[bh, j0:j0 + cols], dv[bh, j0:j0 + cols]      # this item's rows
                 # Under causal masking the first query that sees key j0 is i = j0 − offset.
                 i_start = (max(0, j0 - offset) // BLOCK_Q) * BLOCK_Q if causal else 0
+                if i_start >= Tq:
+                    continue                                   # no query sees these keys: dK = dV = 0
+                # P and dS for this key tile and every query that sees it: a (Tq − i_start) × cols
+                # column strip, O(T) memory, so dV and dK come out of one product each at the end.
+                p_strip = p_buf[worker, :(Tq - i_start) * cols].reshape((Tq - i_start, cols))
+                ds_strip = ds_buf[worker, :(Tq - i_start) * cols].reshape((Tq - i_start, cols))
                 for i0 in range(i_start, Tq, BLOCK_Q):
                     rows = min(BLOCK_Q, Tq - i0)
                     q_tile = q_buf[worker, :rows * d].reshape((rows, d))
                     _scaled_copy(q[bh, i0:i0 + rows], scale, q_tile)
-                    p = p_buf[worker, :rows * cols].reshape((rows, cols))
+                    p = p_strip[i0 - i_start:i0 - i_start + rows]
                     np.dot(q_tile, k_tile.T, p)                                 # scores S
                     _mask_tile(p, bh, n_head, i0, j0, mask, mstr, has_mask,
                                causal and j0 + cols - 1 > i0 + offset, offset)
@@ -215,24 +221,23 @@ def _backward_kernel(q, k, v, dout, lse, row_dot, scale, mask, mstr, has_mask, c
                         else:
                             for c in range(cols):
                                 p[r, c] = fast_exp(p[r, c] - row_lse)
-                    dout_tile = dout[bh, i0:i0 + rows]                          # (rows, dv)
-                    tmp_v = tmp_v_buf[worker, :cols * dv_width].reshape((cols, dv_width))
-                    np.dot(p.T, dout_tile, tmp_v)                               # dV += Pᵀ dO
-                    dv_tile += tmp_v
-                    dp = dp_buf[worker, :rows * cols].reshape((rows, cols))
-                    np.dot(dout_tile, v_tile.T, dp)                             # dP = dO Vᵀ
+                    ds = ds_strip[i0 - i_start:i0 - i_start + rows]
+                    np.dot(dout[bh, i0:i0 + rows], v_tile.T, ds)                # dP = dO Vᵀ
                     for r in range(rows):                                       # dS = P ⊙ (dP − D)
                         row_d = row_dot[bh, i0 + r]
                         for c in range(cols):
-                            dp[r, c] = p[r, c] * (dp[r, c] - row_d)
+                            ds[r, c] = p[r, c] * (ds[r, c] - row_d)
                     tmp_q = tmp_q_buf[worker, :rows * d].reshape((rows, d))
-                    np.dot(dp, k_tile, tmp_q)                                   # dQ += dS K / √d
+                    np.dot(ds, k_tile, tmp_q)                                   # dQ += dS K / √d
                     for r in range(rows):
                         for c in range(d):
                             dq[bh, i0 + r, c] += tmp_q[r, c] * scale
-                    tmp_k = tmp_k_buf[worker, :cols * d].reshape((cols, d))
-                    np.dot(dp.T, q_tile, tmp_k)                                 # dK += dSᵀ Q / √d
-                    dk_tile += tmp_k
+                dk_tile, dv_tile = dk[bh, j0:j0 + cols], dv[bh, j0:j0 + cols]   # only this item writes them
+                np.dot(p_strip.T, dout[bh, i_start:Tq], dv_tile)                # dV = Pᵀ dO
+                np.dot(ds_strip.T, q[bh, i_start:Tq], dk_tile)                  # dK = dSᵀ Q / √d
+                for r in range(cols):
+                    for c in range(d):
+                        dk_tile[r, c] *= scale
 
 
 def _check_causal(causal):
@@ -281,9 +286,8 @@ def scaled_dot_product_attention_backward(dout, cache):
     dq_parts = np.zeros((workers if B * H < workers else 1, B * H, Tq, d), dtype=dtype)
     dk = np.zeros((B * H, Tk, d), dtype=dtype)
     dv_out = np.zeros((B * H, Tk, dv), dtype=dtype)
-    scratch = (np.empty((workers, BLOCK_Q * d), dtype), np.empty((workers, BLOCK_Q * BLOCK_K), dtype),
-               np.empty((workers, BLOCK_Q * BLOCK_K), dtype), np.empty((workers, BLOCK_Q * d), dtype),
-               np.empty((workers, BLOCK_K * d), dtype), np.empty((workers, BLOCK_K * dv), dtype))
+    scratch = (np.empty((workers, BLOCK_Q * d), dtype), np.empty((workers, Tq * BLOCK_K), dtype),
+               np.empty((workers, Tq * BLOCK_K), dtype), np.empty((workers, BLOCK_Q * d), dtype))
     with single_threaded_blas():
         _backward_kernel(cache.q, cache.k, cache.v, dout3, cache.lse, row_dot, dtype.type(1 / np.sqrt(d)),
                          cache.mask, cache.mask_strides, cache.has_mask, cache.causal, H, dq_parts, dk, dv_out,
