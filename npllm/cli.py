@@ -43,49 +43,52 @@ BACKEND_CHOICES = ("numpy", "numba", "cuda")
 def _add_train(sub):
     p = sub.add_parser("train", help="train a language model (or seq2seq) from scratch",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", choices=["gpt", "lstm", "gru", "rnn", "seq2seq"], default="gpt")
+    p.add_argument("--model", choices=["gpt", "lstm", "gru", "rnn", "seq2seq"], default="gpt",
+                   help="architecture")
     p.add_argument("--data", default=None, help="UTF-8 text file (seq2seq: tab-separated source/target "
                    "lines); default: the built-in corpus of Python's documentation topics")
     p.add_argument("--task", choices=["dates"], default=None, help="built-in seq2seq task")
-    p.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
+    p.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char", help="how text becomes ids")
     p.add_argument("--vocab-size", type=positive_int, default=512, help="BPE/word vocabulary size")
     p.add_argument("--n-layer", type=positive_int, default=None, help="default: 3 for gpt, 1 for rnn/lstm/gru")
-    p.add_argument("--n-head", type=positive_int, default=4)
-    p.add_argument("--n-embd", type=positive_int, default=128)
+    p.add_argument("--n-head", type=positive_int, default=4, help="GPT attention heads")
+    p.add_argument("--n-embd", type=positive_int, default=128, help="GPT width (divisible by --n-head)")
     p.add_argument("--hidden-size", type=positive_int, default=256, help="RNN/LSTM/GRU hidden size")
-    p.add_argument("--block-size", type=positive_int, default=64)
+    p.add_argument("--block-size", type=positive_int, default=64, help="tokens of context per training window")
     # The defaults train a char-level GPT on the built-in corpus in about 2 minutes on 2 CPU cores
-    # (val loss ~1.5 nats/token against a unigram baseline of 3.2); the numbers are in the README.
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--max-iters", type=positive_int, default=900)
-    p.add_argument("--lr", type=positive_float, default=3e-3)
+    # (val loss ~1.45 nats/token against a unigram baseline of 3.23); the numbers are in the README.
+    p.add_argument("--batch-size", type=positive_int, default=16, help="windows per micro-batch")
+    p.add_argument("--max-iters", type=positive_int, default=1000, help="optimizer steps in total")
+    p.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (AdamW)")
     p.add_argument("--min-lr", type=nonneg_float, default=None, help="default: lr / 10")
     p.add_argument("--warmup-iters", type=nonneg_int, default=None,
                    help="default: 10%% of --lr-decay-iters, at most 100")
-    p.add_argument("--lr-decay-iters", type=positive_int, default=None, help="default: --max-iters")
-    p.add_argument("--weight-decay", type=nonneg_float, default=0.1)
-    p.add_argument("--beta1", type=_number(float, 0.0, 1.0, high_open=True), default=0.9)
-    p.add_argument("--beta2", type=_number(float, 0.0, 1.0, high_open=True), default=0.99)
-    p.add_argument("--grad-clip", type=nonneg_float, default=1.0, help="0 disables clipping")
-    p.add_argument("--dropout", type=dropout_p, default=0.0)
-    p.add_argument("--grad-accum", type=positive_int, default=1)
-    p.add_argument("--eval-interval", type=positive_int, default=100)
-    p.add_argument("--eval-iters", type=positive_int, default=20)
+    p.add_argument("--lr-decay-iters", type=positive_int, default=None,
+                   help="step where the cosine reaches --min-lr; default: --max-iters")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.1, help="AdamW decay of weight matrices")
+    p.add_argument("--beta1", type=_number(float, 0.0, 1.0, high_open=True), default=0.9, help="AdamW β1")
+    p.add_argument("--beta2", type=_number(float, 0.0, 1.0, high_open=True), default=0.99, help="AdamW β2")
+    p.add_argument("--grad-clip", type=nonneg_float, default=1.0, help="max global gradient norm; 0 disables")
+    p.add_argument("--dropout", type=dropout_p, default=0.0, help="dropout probability while training")
+    p.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--eval-interval", type=positive_int, default=100,
+                   help="steps between evaluations (and checkpoints)")
+    p.add_argument("--eval-iters", type=positive_int, default=20, help="batches per loss estimate")
     p.add_argument("--patience", type=nonneg_int, default=0,
                    help="stop after this many evaluations without a better val loss (0: never)")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--seed", type=int, default=1337, help="seeds the weights, batches and dropout")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
                    help="default: $NPLLM_BACKEND or numpy")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
     p.add_argument("--blas-threads", type=positive_int, default=None,
                    help="threads for NumPy's matrix products; default: 1 for models up to width 256 (their "
                    "small matmuls gain little from more, and idle BLAS threads spin), else BLAS's own choice")
-    p.add_argument("--out-dir", default="./out")
+    p.add_argument("--out-dir", default="./out", help="checkpoints, metrics.jsonl and loss.png go here")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
     p.add_argument("--init-from", default=None,
                    help="fine-tune from a GPT-2 directory (config.json + model.safetensors) or an npllm checkpoint")
     p.add_argument("--samples", type=nonneg_int, default=2, help="samples printed at the end")
-    p.add_argument("--sample-tokens", type=nonneg_int, default=200)
+    p.add_argument("--sample-tokens", type=nonneg_int, default=200, help="tokens per sample")
     p.add_argument("--sample-prompt", default="The",
                    help="text the samples start from (a newline if the tokenizer cannot encode it)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -96,26 +99,27 @@ def _add_generate(sub):
     p = sub.add_parser("generate", help="sample text from a checkpoint",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint file or an --out-dir of npllm train")
-    p.add_argument("--prompt", default="")
-    p.add_argument("--max-new-tokens", type=nonneg_int, default=200)
+    p.add_argument("--prompt", default="", help="text to continue; empty: start from a newline")
+    p.add_argument("--max-new-tokens", type=nonneg_int, default=200, help="tokens to generate")
     p.add_argument("--temperature", type=nonneg_float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-k", type=positive_int, default=None)
-    p.add_argument("--top-p", type=top_p_value, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-samples", type=positive_int, default=1)
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=top_p_value, default=None,
+                   help="sample among the most likely tokens whose probabilities reach p")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampling")
+    p.add_argument("--num-samples", type=positive_int, default=1, help="independent samples (one batch)")
     p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole prefix every token")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None)
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None, help="default: $NPLLM_BACKEND or numpy")
     p.set_defaults(handler="npllm.generate:run_from_args")
 
 
 def _add_eval(sub):
     p = sub.add_parser("eval", help="loss and perplexity of a checkpoint on a text file",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or an --out-dir of npllm train")
     p.add_argument("--data", default=None, help="default: the validation split the model was trained with")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--max-batches", type=positive_int, default=None)
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="windows per forward pass")
+    p.add_argument("--max-batches", type=positive_int, default=None, help="default: the whole text")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None, help="default: $NPLLM_BACKEND or numpy")
     p.set_defaults(handler="npllm.evaluate:run_from_args")
 
 
