@@ -195,3 +195,13 @@ def test_flash_attention_backward_rejects_a_reference_cache():
     _, cache = forward(q, k, v)
     with pytest.raises(ValueError, match="dout must have the forward output's shape"):
         backward(np.zeros((1, 1, 2, 3)), cache)
+
+
+def test_flash_attention_restores_the_blas_thread_count():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    q, k, v, dout = _inputs(np.random.default_rng(9), 1, 2, 8, 8, 4, 4, np.float32)
+    _, cache = forward(q, k, v, causal=True)
+    backward(dout, cache)
+    after = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    assert after[:len(before)] == before

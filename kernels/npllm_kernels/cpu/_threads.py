@@ -6,15 +6,22 @@ steals a core from whatever runs next.  The choices made here:
 
 * **Numba's threading layer is "workqueue"** (unless ``NUMBA_THREADING_LAYER`` is set, or numba has
   already started its pool).  Its workers sleep on a condition variable between parallel regions, so a
-  finished kernel leaves both cores to BLAS.  GNU OpenMP (numba's default when TBB is missing) spins for
-  a while after every region, and the BLAS call that follows a kernel ran up to 2x slower next to it.
-  Waking a sleeping worker costs a few microseconds per region, which is noise even for the 1 ms kernels.
+  finished kernel leaves both cores to BLAS and to other processes.  GNU OpenMP (numba's default when
+  TBB is missing, as here) spins after every region.  Measured on this project's 2-core machine while
+  other processes were running (best of 12 interleaved steps of the bench's GPT, n_layer=4,
+  n_embd=128): a training step took 93-172 ms with workqueue, 1300-1410 ms with OpenMP and 690-860 ms
+  with OpenMP and ``OMP_WAIT_POLICY=passive``; an empty parallel region costs 12 µs (24 µs after 2 ms
+  idle) with workqueue against 1.5 µs back to back but a median 5.9 ms after 2 ms idle with OpenMP.
 * **Numba uses every core** (``numba.get_num_threads()``, 2 here); we never change it globally.
 * **BLAS runs on one thread inside a kernel that calls ``np.dot`` per tile** (attention): the kernel's
   ``prange`` already keeps every core busy, and a multi-threaded BLAS inside each of its tasks would
   oversubscribe the cores (PERF-NOTES lesson 1: 100 ms vs 510 ms).  :func:`single_threaded_blas` is the
   context manager the Python wrappers put around such a kernel; it reuses one threadpoolctl controller,
   so entering it costs about 10 µs instead of the 0.3 ms of a fresh ``threadpool_limits``.
+* **BLAS outside the kernels keeps its own thread count.**  When other processes hold a core,
+  OpenBLAS's two threads wait on each other (the reference attention at T = 1024 took 1.1 s with two
+  BLAS threads and 0.31 s with one on the busy machine); on an idle machine two threads are up to 2x
+  faster.  That trade-off belongs to whoever runs the job (``OPENBLAS_NUM_THREADS=1``), not to import.
 """
 from __future__ import annotations
 
