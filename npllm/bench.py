@@ -40,7 +40,7 @@ VALIDATION_TOL = 1e-3      # float32 kernels vs the float32 reference, relative 
 
 
 # ---------------------------------------------------------------- measuring
-def time_interleaved(functions: dict, budget_s: float = 2.0, max_reps: int = 20) -> dict:
+def time_interleaved(functions: dict, budget_s: float = 2.0, max_reps: int = 100) -> dict:
     """Best wall time (s) of each function, running them in turns after one warm-up call each."""
     first = {}
     for name, fn in functions.items():
