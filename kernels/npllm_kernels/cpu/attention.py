@@ -3,7 +3,8 @@
     S = Q Kᵀ/√d,   P = softmax(S) over allowed keys,   O = P V                 (Vaswani et al. 2017)
 
 The reference materialises S, P and dP: three (B, H, Tq, Tk) arrays, 208 MiB at B=H=4, T=1024. This
-kernel follows FlashAttention-2 (Dao 2023) and never holds more than one BLOCK_Q × BLOCK_K tile of them:
+kernel follows FlashAttention-2 (Dao 2023): the forward holds one BLOCK_Q × BLOCK_K tile of them per
+thread, the backward one Tq × BLOCK_K column strip per thread:
 
 * forward: for a tile of BLOCK_Q queries, sweep the keys in tiles of BLOCK_K with an *online softmax*
   (Milakov & Gimelshein 2018): keep each row's running max m and running sum l of exp(s − m), and when
@@ -111,6 +112,7 @@ def _mask_tile(s, bh, n_head, i0, j0, mask, mstr, has_mask, causal, offset):
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH)
 def _forward_kernel(q, k, v, scale, mask, mstr, has_mask, causal, n_head, out, lse, scratch):
+    """q (BH, Tq, d), k (BH, Tk, d), v (BH, Tk, dv) → writes out (BH, Tq, dv) and lse (BH, Tq)."""
     BH, Tq, d = q.shape
     Tk, dv = k.shape[1], v.shape[2]
     offset = Tk - Tq                                    # causal: query i sees keys j ≤ i + offset
@@ -179,6 +181,7 @@ def _row_dot_kernel(dout, out, result):
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH)
 def _backward_kernel(q, k, v, dout, lse, row_dot, scale, mask, mstr, has_mask, causal, n_head,
                      dq_parts, dk, dv, scratch):
+    """dout (BH, Tq, dv) → adds dQ into dq_parts (slots, BH, Tq, d); writes dk (BH, Tk, d), dv (BH, Tk, dv)."""
     BH, Tq, d = q.shape
     Tk, dv_width = k.shape[1], v.shape[2]
     offset = Tk - Tq
