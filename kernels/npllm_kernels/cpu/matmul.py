@@ -21,8 +21,9 @@ v3: packing + a register-blocked micro-kernel. B is packed once, transposed, int
     dealt round-robin to one loop per thread. Default.
 
 Measured on this project's 2-core Xeon (AVX-512, float32, 1024³, one thread each so that other
-processes on the machine do not skew it; ``npllm bench --only matmul`` measures yours): OpenBLAS
-140-165 GFLOP/s a core, v3 0.52-0.58 of it. The gap: LLVM picks 256-bit vectors on AVX-512 CPUs (its
+processes on the machine do not skew it; ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 npllm bench
+--only matmul`` measures yours): OpenBLAS 135-165 GFLOP/s a core, v3 0.50-0.58 of it (0.45-0.50 at
+256³ and 2048³). The gap: LLVM picks 256-bit vectors on AVX-512 CPUs (its
 "prefer-256-bit" tuning) while OpenBLAS's hand-written assembly uses 512-bit ones, and BLAS overlaps
 packing with compute and prefetches. So **BLAS is faster at every shape we measured** and
 :func:`blas_is_faster` says so; :func:`matmul` (what the "numba" backend's ``ops.matmul`` runs) asks it
@@ -228,8 +229,8 @@ def blas_is_faster(M: int, K: int, N: int) -> bool:
     """Whether NumPy's BLAS beats ``matmul_kernel`` on an (M, K) @ (K, N) product.
 
     Measured one thread each (``npllm bench --only matmul`` and GPT-sized shapes such as 768×128 @
-    128×384): BLAS is 1.7-2.7x faster from 64³ up, and 10-40x below that, where the kernel's packing
-    and two parallel launches (about 40 µs) dominate. So: always. (With two threads on a machine where
+    128×384): BLAS is 1.7-2.7x faster on those and on 256³-2048³, and 14-45x at 64³ and below, where
+    the kernel's packing and two parallel launches (about 40 µs) dominate. So: always. (With two threads on a machine where
     another process holds a core, OpenBLAS's threads wait on each other and v3 can come out ahead;
     that is the machine's load, not a reason to choose the kernel.) The arguments stay so a machine
     where the answer depends on the shape (a NumPy without an optimized BLAS) needs one edit here.
