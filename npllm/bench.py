@@ -17,6 +17,10 @@ How it measures, so numbers can be trusted:
   Arrays allocated inside ``@njit`` code are invisible to it (ours allocate only small tiles there);
 * **compile time** is measured in a subprocess with an empty Numba cache (``NUMBA_CACHE_DIR``), so it is
   the real first-use cost on a new machine; later runs load the cached machine code in milliseconds.
+
+On a machine shared with other work (the load average is recorded with the results), multi-threaded
+OpenBLAS can stall badly, and whichever side calls it more looks slow. ``OPENBLAS_NUM_THREADS=1
+NUMBA_NUM_THREADS=1 npllm bench`` compares speed per core, which such load barely moves.
 """
 from __future__ import annotations
 
@@ -408,6 +412,8 @@ def section_compile(backend_name, quick):
 def machine_info() -> dict:
     """CPU, SIMD width, core count, library versions and thread pools: what the numbers depend on."""
     info = {"python": platform.python_version(), "numpy": np.__version__, "cores": os.cpu_count()}
+    if hasattr(os, "getloadavg"):
+        info["load_average_1min"] = round(os.getloadavg()[0], 2)
     try:
         with open("/proc/cpuinfo") as f:
             text = f.read()
