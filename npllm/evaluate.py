@@ -61,9 +61,10 @@ def run_from_args(args) -> int:
     from npllm.checkpoint import load_checkpoint
     from npllm.errors import UsageError
     from npllm.models import model_from_checkpoint
-    from npllm.train import corpus_ids, select_backend, tokenizer_from_checkpoint
+    from npllm.train import blas_threads, corpus_ids, keep_freed_memory, select_backend, tokenizer_from_checkpoint
 
     select_backend(args.backend)
+    keep_freed_memory()
     checkpoint = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(checkpoint)
     tokenizer = tokenizer_from_checkpoint(checkpoint)
@@ -80,7 +81,8 @@ def run_from_args(args) -> int:
     if len(ids) < block_size + 1:
         raise UsageError("--data", f"{what} has {len(ids)} tokens, fewer than one block of "
                          f"{block_size + 1} (the model's block_size + 1)")
-    loss, n_tokens = corpus_loss(model, ids, args.batch_size, block_size, args.max_batches)
+    with blas_threads(model):
+        loss, n_tokens = corpus_loss(model, ids, args.batch_size, block_size, args.max_batches)
     print(f"{what}: {n_tokens} tokens, loss {loss:.4f} nats/token, perplexity {perplexity(loss):.2f}",
           file=sys.stderr)
     print(json.dumps({"loss": loss, "perplexity": perplexity(loss), "tokens": n_tokens}))

@@ -134,7 +134,7 @@ def run_from_args(args) -> int:
     from npllm.checkpoint import load_checkpoint
     from npllm.errors import UsageError
     from npllm.models import model_from_checkpoint
-    from npllm.train import keep_freed_memory, select_backend, tokenizer_from_checkpoint
+    from npllm.train import blas_threads, keep_freed_memory, select_backend, tokenizer_from_checkpoint
 
     select_backend(args.backend)
     keep_freed_memory()
@@ -149,8 +149,9 @@ def run_from_args(args) -> int:
         raise UsageError("--prompt", f"{args.prompt!r} encodes to no tokens")
     idx = np.tile(np.asarray(ids, dtype=np.int64), (args.num_samples, 1))   # (num_samples, T)
     started = time.perf_counter()
-    tokens = generate(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                      top_p=args.top_p, rng=args.seed, kv_cache=not args.no_kv_cache)
+    with blas_threads(model):
+        tokens = generate(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, rng=args.seed, kv_cache=not args.no_kv_cache)
     seconds = time.perf_counter() - started
     first = 0 if echo else len(ids)                     # an invented start token is not printed
     texts = [tokenizer.decode(row[first:].tolist()) for row in tokens]

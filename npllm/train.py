@@ -170,14 +170,13 @@ def train_loop(run: RunState) -> str:
 SMALL_MODEL_WIDTH = 256   # up to this n_embd/hidden_size, one BLAS thread is as fast and never spins
 
 
-def blas_threads(run: RunState):
-    """Limit NumPy's BLAS to --blas-threads (default: 1 for small models) while the block runs."""
+def blas_threads(model, threads: int | None = None):
+    """Context: NumPy's BLAS limited to ``threads`` (None: 1 for models up to SMALL_MODEL_WIDTH wide)."""
     from contextlib import nullcontext
 
     from threadpoolctl import threadpool_limits
-    config = run.model.config
-    width = getattr(config, "n_embd", None) or getattr(config, "hidden_size", 0)
-    threads = run.args.blas_threads or (1 if width <= SMALL_MODEL_WIDTH else None)
+    width = getattr(model.config, "n_embd", None) or getattr(model.config, "hidden_size", 0)
+    threads = threads or (1 if width <= SMALL_MODEL_WIDTH else None)
     return threadpool_limits(limits=threads, user_api="blas") if threads else nullcontext()
 
 
@@ -222,7 +221,7 @@ def run_from_args(args) -> int:
         check_flags(args)                  # a flag contradicting the loaded architecture: error before any work
     run = build_run(args)
     print_header(run)
-    with blas_threads(run):
+    with blas_threads(run.model, args.blas_threads):
         return _train_and_report(run, args, started)
 
 
