@@ -76,7 +76,7 @@ def run_from_args(args) -> int:
         if source is None:
             raise UsageError("--data", "the checkpoint does not record its training data; pass --data FILE")
         _, ids = corpus_ids(None if source == "builtin" else source, tokenizer, "--data", split=True)
-        what = f"validation split of {source}"
+        what = "validation split of " + ("the built-in corpus" if source == "builtin" else source)
     block_size = model.config.block_size
     if len(ids) < block_size + 1:
         raise UsageError("--data", f"{what} has {len(ids)} tokens, fewer than one block of "
