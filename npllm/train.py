@@ -219,10 +219,14 @@ def run_from_args(args) -> int:
     if args.init_from and not args.resume:
         from npllm.init_from import check_flags
         check_flags(args)                  # a flag contradicting the loaded architecture: error before any work
-    run = build_run(args)
-    print_header(run)
-    with blas_threads(run.model, args.blas_threads):
-        return _train_and_report(run, args, started)
+    try:
+        run = build_run(args)
+        print_header(run)
+        with blas_threads(run.model, args.blas_threads):
+            return _train_and_report(run, args, started)
+    except KeyboardInterrupt:       # before the loop, after it, or a second Ctrl-C inside it
+        print(f"\naborted; the checkpoints in {args.out_dir} are those of the last evaluation", file=sys.stderr)
+        return 130
 
 
 def _train_and_report(run: RunState, args, started: float) -> int:

@@ -152,3 +152,19 @@ def test_gradient_accumulation_averages_micro_batches(tmp_path, corpus):
     assert loss_two == pytest.approx(loss_one, rel=1e-12)
     for name in one.model.params:
         assert_allclose(two.model.params[name], one.model.params[name], rtol=1e-10, atol=1e-12)
+
+
+def test_a_second_ctrl_c_aborts_at_once_without_a_traceback(tmp_path, corpus, monkeypatch, capsys):
+    real_step = train_module.train_step
+
+    def interrupt_twice(run, lr):
+        if run.step == 6:
+            signal.raise_signal(signal.SIGINT)   # first: asks the loop to stop after this step...
+            signal.raise_signal(signal.SIGINT)   # ...second: the default handler, KeyboardInterrupt now
+        return real_step(run, lr)
+    monkeypatch.setattr(train_module, "train_step", interrupt_twice)
+    status, _ = train(tmp_path, corpus, "out", "--max-iters", "9")
+    assert status == 130
+    assert "aborted" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "out").meta["step"] == 5          # the last evaluation's checkpoint
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
