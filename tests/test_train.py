@@ -168,3 +168,12 @@ def test_a_second_ctrl_c_aborts_at_once_without_a_traceback(tmp_path, corpus, mo
     assert "aborted" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "out").meta["step"] == 5          # the last evaluation's checkpoint
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_samples_fall_back_to_a_newline_when_the_prompt_cannot_be_encoded(tmp_path, corpus, capsys):
+    # The pattern corpus has no "T", so the default --sample-prompt "The" cannot be encoded.
+    status = main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "o"), *TINY, "--max-iters", "2",
+                   "--samples", "1", "--sample-tokens", "7"])
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0 and lines[0].startswith("--- sample 1")
+    assert len(lines[1]) == 7 and set(lines[1]) <= set("abcdefghij")
