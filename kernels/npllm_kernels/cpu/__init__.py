@@ -12,6 +12,7 @@ _configure_threads()
 from npllm_kernels.cpu.matmul import matmul  # noqa: E402
 from npllm_kernels.cpu.activations import gelu_backward, gelu_forward  # noqa: E402
 from npllm_kernels.cpu.cross_entropy import cross_entropy_backward, cross_entropy_forward  # noqa: E402
+from npllm_kernels.cpu.embedding import embedding_backward, embedding_forward  # noqa: E402
 from npllm_kernels.cpu.layer_norm import layer_norm_backward, layer_norm_forward  # noqa: E402
 from npllm_kernels.cpu.lstm import lstm_backward, lstm_forward  # noqa: E402
 from npllm_kernels.cpu.attention import (scaled_dot_product_attention_backward,  # noqa: E402

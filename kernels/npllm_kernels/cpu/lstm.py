@@ -32,6 +32,7 @@ from numba import njit
 from npllm.layers._recurrent import check_sequence
 from npllm.layers._validate import check_cache, upstream
 from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_sigmoid, fast_tanh
+from npllm_kernels.cpu._threads import single_threaded_blas
 
 
 class FusedLSTMCache(NamedTuple):
@@ -122,8 +123,9 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     tanh_c = np.empty((B, T, H), dtype=x.dtype)
     hs = np.empty((B, T, H), dtype=x.dtype)
     cs = np.empty((B, T, H), dtype=x.dtype)
-    _lstm_forward_kernel(gates, np.ascontiguousarray(b), np.ascontiguousarray(h0), np.ascontiguousarray(c0),
-                         np.ascontiguousarray(Wh), tanh_c, hs, cs)
+    with single_threaded_blas():        # per-step (B, H) @ (H, 4H) calls: see _threads and the docstring
+        _lstm_forward_kernel(gates, np.ascontiguousarray(b), np.ascontiguousarray(h0), np.ascontiguousarray(c0),
+                             np.ascontiguousarray(Wh), tanh_c, hs, cs)
     return hs, cs, FusedLSTMCache(x, h0, c0, Wx, Wh, gates, tanh_c, hs, cs)
 
 
@@ -136,8 +138,9 @@ def lstm_backward(dhs, dcs, cache):
     B, T, D = x.shape
     H = h0.shape[1]
     da = np.empty((B, T, 4 * H), dtype=x.dtype)               # ∂L/∂a for every step
-    dh0, dc0 = _lstm_backward_kernel(dhs, dcs, gates, tanh_c, cs, np.ascontiguousarray(c0),
-                                     np.ascontiguousarray(Wh.T), da)
+    with single_threaded_blas():
+        dh0, dc0 = _lstm_backward_kernel(dhs, dcs, gates, tanh_c, cs, np.ascontiguousarray(c0),
+                                         np.ascontiguousarray(Wh.T), da)
     da_flat = da.reshape(B * T, 4 * H)
     h_prev = np.concatenate([h0[:, None], hs[:, :-1]], axis=1)  # (B, T, H): the h each step read
     dx = (da_flat @ Wx.T).reshape(B, T, D)
