@@ -21,6 +21,14 @@ in L1): each loop then touches 2-4 arrays, and LLVM vectorizes a loop only if it
 between every written array and every other one with a few runtime checks; one fused loop over ten
 arrays needs too many and stays scalar (about 5x slower here).  Slices indexed from 0 (``a_i[j]``, not
 ``a[H + j]``) let LLVM drop numba's negative-index check, which also blocks vectorization.
+
+Measured at B=32, T=64, D=H=256, float32, 1 thread (AVX-512 Xeon): forward 28 ms, backward 53 ms, of
+which the BLAS calls are about 66 ms (the 2 × 64 per-step (32, 256) @ (256, 1024)-sized dots alone
+15 ms each way, about half the big matmuls' rate) and the gate loops about 13.  Tried without gain:
+time-major (T, B, 4H) gates and tanh_c, so each step's rows are contiguous (85.6 vs 84.7 ms).
+The per-step ``np.dot`` calls SciPy's OpenBLAS, which a caller's ``threadpool_limits`` misses if
+SciPy was loaded later; the wrappers therefore pin it to one thread (``single_threaded_blas``):
+with two threads on a busy machine a kernel call took 0.2 s in seq2seq training.
 """
 from __future__ import annotations
 
