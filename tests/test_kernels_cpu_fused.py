@@ -221,3 +221,33 @@ def test_gelu_backward_passes_gradient_check(approximate):
     report = check_op(activations.gelu_forward, activations.gelu_backward, inputs=[x],
                       kwargs={"approximate": approximate})
     assert report.passed, report
+
+
+@pytest.fixture
+def one_numba_thread():
+    """Run the test with one Numba thread (the kernels then take their serial twins), then restore."""
+    import numba
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["gelu", "layer_norm"])
+def test_serial_twins_used_with_one_thread_match_the_reference(op, dtype, one_numba_thread):
+    import numba
+    assert numba.get_num_threads() == 1
+    assert activations.for_thread_count(activations._gelu_tanh_kernel, activations._gelu_tanh_serial) \
+        is activations._gelu_tanh_serial
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((5, 9, 33)) * 3 + 1).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    if op == "gelu":
+        for approximate in ("tanh", "none") if dtype == np.float32 else ("tanh",):   # erf: one compile
+            assert_matches_reference("gelu", [x], {"approximate": approximate}, [dy], dtype,
+                                     out_scales=[np.max(np.abs(x))], grad_scales=[np.max(np.abs(dy))])
+    else:
+        gamma, beta = rng.standard_normal(33).astype(dtype), rng.standard_normal(33).astype(dtype)
+        assert_matches_reference("layer_norm", [x, gamma, beta], {}, [dy], dtype,
+                                 grad_scales=[_layer_norm_dx_scale(x, gamma, dy, 1e-5), None, None])

@@ -18,6 +18,12 @@ steals a core from whatever runs next.  The choices made here:
   oversubscribe the cores (PERF-NOTES lesson 1: 100 ms vs 510 ms).  :func:`single_threaded_blas` is the
   context manager the Python wrappers put around such a kernel; it reuses one threadpoolctl controller,
   so entering it costs about 10 µs instead of the 0.3 ms of a fresh ``threadpool_limits``.
+* **With one Numba thread, the small kernels run a serial twin** (:func:`serial_twin`, chosen by
+  :func:`for_thread_count`): workqueue hands every parallel region to a worker thread while the caller
+  waits, so with one thread a region buys nothing and costs two context switches (9-17 µs on an idle
+  machine, far more when other processes hold the cores).  Measured on the bench's GPT step, 1 Numba +
+  1 BLAS thread, interleaved best of 25 s: 96.9 ms with parallel GELU/layer norm/cross-entropy kernels,
+  93.5 ms with serial twins.
 * **BLAS outside the kernels keeps its own thread count.**  When other processes hold a core,
   OpenBLAS's two threads wait on each other (the reference attention at T = 1024 took 1.1 s with two
   BLAS threads and 0.31 s with one on the busy machine); on an idle machine two threads are up to 2x
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import types
 
 import numba
 
@@ -59,3 +66,22 @@ def single_threaded_blas():
     """Run the block with every BLAS library limited to one thread (then restore the previous limits)."""
     with _blas_controller().limit(limits=1, user_api="blas"):
         yield
+
+
+def serial_twin(kernel, **options):
+    """The same Python kernel compiled without ``parallel`` (``prange`` runs as ``range``), cached apart.
+
+    The twin gets its own ``__qualname__`` so Numba's on-disk cache keeps the two versions in separate
+    files (the cache index is keyed by signature, not by compile flags).
+    """
+    source = kernel.py_func
+    twin = types.FunctionType(source.__code__, source.__globals__, source.__name__ + "_serial",
+                              source.__defaults__, source.__closure__)
+    twin.__qualname__ = source.__qualname__ + "_serial"
+    twin.__doc__ = source.__doc__
+    return numba.njit(cache=True, **options)(twin)
+
+
+def for_thread_count(parallel_kernel, serial_kernel):
+    """``serial_kernel`` when Numba runs one thread (a parallel region would only add a hand-off)."""
+    return serial_kernel if numba.get_num_threads() == 1 else parallel_kernel

@@ -20,6 +20,7 @@ from numba import njit, prange
 
 from npllm.layers._validate import check_cache, check_float, upstream
 from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_exp, fast_sigmoid
+from npllm_kernels.cpu._threads import for_thread_count, serial_twin
 
 _GELU_APPROXIMATIONS = ("tanh", "none")
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -76,11 +77,19 @@ def _gelu_erf_kernel(x, dy, out, backward):
                 outb[i] = v * cdf
 
 
+_SERIAL_OPTIONS = dict(fastmath=KERNEL_FASTMATH, error_model="numpy")
+_gelu_tanh_serial = serial_twin(_gelu_tanh_kernel, **_SERIAL_OPTIONS)
+_gelu_erf_serial = serial_twin(_gelu_erf_kernel, **_SERIAL_OPTIONS)
+
+
 def _run(x, dy, approximate, backward):
     flat_x = np.ascontiguousarray(x).reshape(-1)
     flat_dy = flat_x if dy is None else np.ascontiguousarray(dy).reshape(-1)
     out = np.empty_like(flat_x)
-    kernel = _gelu_tanh_kernel if approximate == "tanh" else _gelu_erf_kernel
+    if approximate == "tanh":
+        kernel = for_thread_count(_gelu_tanh_kernel, _gelu_tanh_serial)
+    else:
+        kernel = for_thread_count(_gelu_erf_kernel, _gelu_erf_serial)
     kernel(flat_x, flat_dy, out, backward)
     return out.reshape(x.shape)
 

@@ -25,6 +25,7 @@ from numba import njit, prange
 
 from npllm.layers._validate import check_cache, check_float, check_same_dtype, check_shape, upstream
 from npllm_kernels.cpu._math import KERNEL_FASTMATH
+from npllm_kernels.cpu._threads import for_thread_count, serial_twin
 
 _N_CHUNKS = 16   # row chunks for the dγ/dβ partial sums (fixed, so results do not depend on threads)
 
@@ -85,6 +86,11 @@ def _layer_norm_backward_kernel(dy, x, mean, rstd, gamma, dx, dgamma_parts, dbet
                 dx[row, col] = (dy[row, col] * gamma[col] - mean_g - xhat * mean_g_xhat) * r_t
 
 
+_SERIAL_OPTIONS = dict(fastmath=KERNEL_FASTMATH, error_model="numpy")
+_layer_norm_forward_serial = serial_twin(_layer_norm_forward_kernel, **_SERIAL_OPTIONS)
+_layer_norm_backward_serial = serial_twin(_layer_norm_backward_kernel, **_SERIAL_OPTIONS)
+
+
 def layer_norm_forward(x, gamma, beta, eps=1e-5):
     """Normalise over the last axis.  x (..., C), gamma (C,), beta (C,) → y (..., C), cache."""
     check_float("x", x)
@@ -103,8 +109,8 @@ def layer_norm_forward(x, gamma, beta, eps=1e-5):
     y = np.empty((N, C), dtype=x.dtype)
     mean = np.empty(N, dtype=np.float64)
     rstd = np.empty(N, dtype=np.float64)
-    _layer_norm_forward_kernel(x2d, np.ascontiguousarray(gamma), np.ascontiguousarray(beta), float(eps),
-                               y, mean, rstd)
+    kernel = for_thread_count(_layer_norm_forward_kernel, _layer_norm_forward_serial)
+    kernel(x2d, np.ascontiguousarray(gamma), np.ascontiguousarray(beta), float(eps), y, mean, rstd)
     return y.reshape(x.shape), FusedLayerNormCache(x2d, mean, rstd, gamma, x.shape)
 
 
@@ -119,8 +125,8 @@ def layer_norm_backward(dy, cache):
     n_chunks = max(1, min(N, _N_CHUNKS))
     dgamma_parts = np.zeros((n_chunks, C), dtype=np.float64)
     dbeta_parts = np.zeros((n_chunks, C), dtype=np.float64)
-    _layer_norm_backward_kernel(dy2d, x2d, mean, rstd, np.ascontiguousarray(gamma), dx, dgamma_parts,
-                                dbeta_parts)
+    kernel = for_thread_count(_layer_norm_backward_kernel, _layer_norm_backward_serial)
+    kernel(dy2d, x2d, mean, rstd, np.ascontiguousarray(gamma), dx, dgamma_parts, dbeta_parts)
     dgamma = dgamma_parts.sum(axis=0).astype(x2d.dtype)
     dbeta = dbeta_parts.sum(axis=0).astype(x2d.dtype)
     return dx.reshape(x_shape), dgamma, dbeta
