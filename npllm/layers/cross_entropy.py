@@ -24,7 +24,8 @@ class CrossEntropyCache(NamedTuple):
     logits_shape: tuple
 
 
-def _check_inputs(logits, targets, ignore_index):
+def check_cross_entropy_inputs(logits, targets, ignore_index):
+    """Validate logits (..., V), integer targets (...) and ignore_index; kernels share these checks."""
     check_float("logits", logits)
     if logits.ndim < 1:
         raise ValueError("logits must have shape (..., V), got a 0-d array")
@@ -39,7 +40,7 @@ def _check_inputs(logits, targets, ignore_index):
 
 def cross_entropy_forward(logits, targets, ignore_index=-100):
     """Mean cross-entropy.  logits (..., V), targets int (...) → scalar loss (logits' dtype), cache."""
-    _check_inputs(logits, targets, ignore_index)
+    check_cross_entropy_inputs(logits, targets, ignore_index)
     V = logits.shape[-1]
     flat_logits = logits.reshape(-1, V)         # (N, V)
     flat_targets = targets.reshape(-1)          # (N,)

@@ -19,8 +19,8 @@ class LayerNormCache(NamedTuple):
     gamma: np.ndarray   # (C,)
 
 
-def layer_norm_forward(x, gamma, beta, eps=1e-5):
-    """Normalise over the last axis.  x (..., C), gamma (C,), beta (C,) → y (..., C), cache."""
+def check_layer_norm_inputs(x, gamma, beta, eps):
+    """Validate x (..., C), gamma (C,), beta (C,) and eps > 0; kernels share these checks."""
     check_float("x", x)
     if x.ndim < 1:
         raise ValueError("x must have shape (..., C), got a 0-d array")
@@ -32,6 +32,12 @@ def layer_norm_forward(x, gamma, beta, eps=1e-5):
     check_same_dtype(x=x, gamma=gamma, beta=beta)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
+
+
+def layer_norm_forward(x, gamma, beta, eps=1e-5):
+    """Normalise over the last axis.  x (..., C), gamma (C,), beta (C,) → y (..., C), cache."""
+    check_layer_norm_inputs(x, gamma, beta, eps)
+    C = x.shape[-1]
     mean = x.mean(axis=-1, keepdims=True)
     centered = x - mean
     var = (centered * centered).mean(axis=-1, keepdims=True)

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from npllm.layers._validate import check_cache
-from npllm.layers.cross_entropy import _check_inputs
+from npllm.layers.cross_entropy import check_cross_entropy_inputs
 from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_exp
 
 _CHUNK = 1024  # logits per online-softmax step: 4-8 KB, stays in L1 between its max and its sum
@@ -128,7 +128,7 @@ def _cross_entropy_backward_kernel(logits, targets, ignore_index, row_max, row_s
 
 def cross_entropy_forward(logits, targets, ignore_index=-100):
     """Mean cross-entropy.  logits (..., V), targets int (...) → scalar loss (logits' dtype), cache."""
-    _check_inputs(logits, targets, ignore_index)
+    check_cross_entropy_inputs(logits, targets, ignore_index)
     V = logits.shape[-1]
     flat_logits = np.ascontiguousarray(logits).reshape(-1, V)          # (N, V), a view when contiguous
     flat_targets = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)   # (N,)

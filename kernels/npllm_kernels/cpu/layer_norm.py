@@ -23,7 +23,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from npllm.layers._validate import check_cache, check_float, check_same_dtype, check_shape, upstream
+from npllm.layers._validate import check_cache, upstream
+from npllm.layers.layer_norm import check_layer_norm_inputs
 from npllm_kernels.cpu._math import KERNEL_FASTMATH
 from npllm_kernels.cpu._threads import for_thread_count, serial_twin
 
@@ -93,17 +94,8 @@ _layer_norm_backward_serial = serial_twin(_layer_norm_backward_kernel, **_SERIAL
 
 def layer_norm_forward(x, gamma, beta, eps=1e-5):
     """Normalise over the last axis.  x (..., C), gamma (C,), beta (C,) → y (..., C), cache."""
-    check_float("x", x)
-    if x.ndim < 1:
-        raise ValueError("x must have shape (..., C), got a 0-d array")
+    check_layer_norm_inputs(x, gamma, beta, eps)
     C = x.shape[-1]
-    check_float("gamma", gamma)
-    check_shape("gamma", gamma, (C,))
-    check_float("beta", beta)
-    check_shape("beta", beta, (C,))
-    check_same_dtype(x=x, gamma=gamma, beta=beta)
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
     x2d = np.ascontiguousarray(x).reshape(-1, C)                      # (N, C), a view when contiguous
     N = x2d.shape[0]
     y = np.empty((N, C), dtype=x.dtype)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda
 
-from npllm.layers._validate import check_float, check_ids
+from npllm.layers.cross_entropy import check_cross_entropy_inputs
 from npllm_kernels.cuda._device import as_device, ceil_div, device_float
 from npllm_kernels.cuda._reduce import ROW_THREADS, block_online_softmax, block_sum, online_update
 
@@ -191,16 +191,7 @@ def cross_entropy_backward_device(dloss, cache):
 
 def cross_entropy_forward(logits, targets, ignore_index=-100):
     """Mean cross-entropy on the GPU.  logits (..., V), targets int (...) → scalar loss (logits' dtype), cache."""
-    check_float("logits", logits)
-    if logits.ndim < 1:
-        raise ValueError("logits must have shape (..., V), got a 0-d array")
-    if not isinstance(targets, np.ndarray):
-        raise TypeError(f"targets must be a numpy.ndarray of integers, got {type(targets).__name__}")
-    if targets.shape != logits.shape[:-1]:
-        raise ValueError(f"targets must have shape {logits.shape[:-1]} (logits' shape without V), got {targets.shape}")
-    if not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
-    check_ids("targets", targets, logits.shape[-1], allow=int(ignore_index))
+    check_cross_entropy_inputs(logits, targets, ignore_index)
     loss, cache = cross_entropy_forward_device(logits, targets.astype(np.int64), int(ignore_index))
     return logits.dtype.type(loss.copy_to_host()[0]), cache
 
