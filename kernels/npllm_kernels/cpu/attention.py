@@ -37,7 +37,7 @@ from numba import njit, prange
 from npllm.layers._validate import check_cache, upstream
 from npllm.layers.attention import check_attention_inputs
 from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_exp
-from npllm_kernels.cpu._threads import single_threaded_blas
+from npllm_kernels.cpu._threads import for_thread_count, serial_twin, single_threaded_blas
 
 BLOCK_Q = 64    # queries per tile; a 64 × 128 score tile is 32 KiB in float32 and stays in L1 (48 KiB)
 BLOCK_K = 128   # keys per tile
@@ -243,6 +243,13 @@ def _backward_kernel(q, k, v, dout, lse, row_dot, scale, mask, mstr, has_mask, c
                         dk_tile[r, c] *= scale
 
 
+# With one Numba thread a parallel region only adds a hand-off to a worker (see ``_threads``): run the
+# same loops compiled serially.  Measured on the bench's GPT step (T = 64), one Numba + one BLAS thread.
+_forward_serial = serial_twin(_forward_kernel, fastmath=KERNEL_FASTMATH)
+_row_dot_serial = serial_twin(_row_dot_kernel, fastmath=KERNEL_FASTMATH)
+_backward_serial = serial_twin(_backward_kernel, fastmath=KERNEL_FASTMATH)
+
+
 def _check_causal(causal):
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
@@ -268,8 +275,9 @@ def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
                np.empty((workers, BLOCK_Q * dv), dtype), np.empty((workers, BLOCK_Q * dv), dtype),
                np.empty((workers, BLOCK_Q), dtype), np.empty((workers, BLOCK_Q), dtype))
     with single_threaded_blas():
-        _forward_kernel(q3, k3, v3, dtype.type(1 / np.sqrt(d)), flat_mask, mask_strides, has_mask, bool(causal),
-                        H, out, lse, scratch)
+        for_thread_count(_forward_kernel, _forward_serial)(
+            q3, k3, v3, dtype.type(1 / np.sqrt(d)), flat_mask, mask_strides, has_mask, bool(causal),
+            H, out, lse, scratch)
     cache = FlashAttentionCache(q3, k3, v3, out, lse, flat_mask, mask_strides, has_mask, bool(causal),
                                 (B, H, Tq, Tk, d, dv))
     return out.reshape(B, H, Tq, dv), cache
@@ -283,7 +291,7 @@ def scaled_dot_product_attention_backward(dout, cache):
     dout = upstream("dout", dout, cache.out.reshape(B, H, Tq, dv))
     dout3 = np.ascontiguousarray(dout).reshape(B * H, Tq, dv)
     row_dot = np.empty((B * H, Tq), dtype=dtype)
-    _row_dot_kernel(dout3, cache.out, row_dot)
+    for_thread_count(_row_dot_kernel, _row_dot_serial)(dout3, cache.out, row_dot)
     workers = numba.get_num_threads()
     # Fewer batch·heads than threads: split the keys too, and give each thread its own dQ to sum into.
     dq_parts = np.zeros((workers if B * H < workers else 1, B * H, Tq, d), dtype=dtype)
@@ -292,8 +300,8 @@ def scaled_dot_product_attention_backward(dout, cache):
     scratch = (np.empty((workers, BLOCK_Q * d), dtype), np.empty((workers, Tq * BLOCK_K), dtype),
                np.empty((workers, Tq * BLOCK_K), dtype), np.empty((workers, BLOCK_Q * d), dtype))
     with single_threaded_blas():
-        _backward_kernel(cache.q, cache.k, cache.v, dout3, cache.lse, row_dot, dtype.type(1 / np.sqrt(d)),
-                         cache.mask, cache.mask_strides, cache.has_mask, cache.causal, H, dq_parts, dk, dv_out,
-                         scratch)
+        for_thread_count(_backward_kernel, _backward_serial)(
+            cache.q, cache.k, cache.v, dout3, cache.lse, row_dot, dtype.type(1 / np.sqrt(d)),
+            cache.mask, cache.mask_strides, cache.has_mask, cache.causal, H, dq_parts, dk, dv_out, scratch)
     dq = dq_parts[0] if dq_parts.shape[0] == 1 else dq_parts.sum(axis=0)
     return dq.reshape(B, H, Tq, d), dk.reshape(B, H, Tk, d), dv_out.reshape(B, H, Tk, dv)
