@@ -17,3 +17,4 @@ from npllm_kernels.cpu.layer_norm import layer_norm_backward, layer_norm_forward
 from npllm_kernels.cpu.lstm import lstm_backward, lstm_forward  # noqa: E402
 from npllm_kernels.cpu.attention import (scaled_dot_product_attention_backward,  # noqa: E402
                                          scaled_dot_product_attention_forward)
+from npllm_kernels.cpu.optim import adamw_update  # noqa: E402
