@@ -368,6 +368,7 @@ def _tiny_cases(dtype):
         "layer_norm": ((a(4, 8), a(8), a(8)), {}, (a(4, 8),)),
         "gelu": ((a(4, 8),), {}, (a(4, 8),)),
         "lstm": ((a(2, 3, 4), a(2, 5), a(2, 5), a(4, 20), a(5, 20), a(20)), {}, (a(2, 3, 5), None)),
+        "embedding": ((np.array([0, 2, 2]), a(3, 4)), {}, (a(3, 4),)),
     }
 
 
@@ -390,6 +391,11 @@ def first_call_times(backend_name="numba") -> dict:
             start = time.perf_counter()
             backward_fn(*douts, forward(*args, **kwargs)[-1])
             times[f"{op} {suffix}"] = time.perf_counter() - start
+        if hasattr(kernels, "adamw_update"):
+            p, g = np.ones((3, 4), dtype), np.ones((3, 4), dtype)
+            start = time.perf_counter()
+            kernels.adamw_update(p, g, np.zeros_like(p), np.zeros_like(p), 1e-3, 0.9, 0.99, 1e-8, 0.1, 1)
+            times[f"adamw_update {suffix}"] = time.perf_counter() - start
     return times
 
 
@@ -491,6 +497,8 @@ def run(backend_name="numba", only=None, quick=False) -> dict:
     By default every section runs; ``quick`` uses small shapes and leaves out "compile" (two fresh
     processes compiling every kernel: about a minute) unless ``only`` names it.
     """
+    from npllm.train import keep_freed_memory
+    keep_freed_memory()              # as ``npllm train`` does: time steps under the same malloc settings
     kernels = backend._load(backend_name)
     sections = only or [s for s in SECTIONS if not (quick and s == "compile")]
     results = {"backend": backend_name, "quick": quick, "sections": {}}
