@@ -13,12 +13,58 @@ function is copied once on entry (:func:`as_device`), never inside a loop.
 """
 from __future__ import annotations
 
+import sys
+import threading
+
 import numpy as np
 from numba import cuda
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # True under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), where kernels run as Python threads.
 SIMULATOR = bool(cuda.config.ENABLE_CUDASIM)
+
+
+def _make_simulator_shared_arrays_thread_safe() -> None:
+    """Close a race in the simulator's ``cuda.shared.array`` (numba-cuda 0.30): without it, kernels fail at random.
+
+    The simulator runs a block's threads as Python threads and gives every thread that calls
+    ``cuda.shared.array`` on the same source line one NumPy array, kept in a per-launch dict keyed by
+    (file, line). The lookup is check-then-insert without a lock: when two threads both find no entry
+    (every thread reaches a kernel's first shared array at the same moment, and a short
+    ``sys.setswitchinterval`` makes a switch there likely), both allocate and the later insert wins.
+    The earlier thread then stages its part of the tile into an orphan array nobody reads, and the
+    others read uninitialised memory at those places: large, intermittent errors (or a math range
+    error) in whichever kernel lost the race, although every kernel here is correctly synchronised.
+    This replacement does the same lookup under a lock. It computes the caller itself, because a
+    wrapper around the original would make the wrapper's line the key of every shared array.
+    """
+    from numba.cuda.simulator import kernelapi
+
+    shared = kernelapi.FakeCUDAShared
+    if getattr(shared, "_npllm_thread_safe", False):
+        return
+    original = shared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:   # errors and dynamic shared memory: no per-line dict
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)   # a Numba type such as float32
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)   # what the original's traceback gives
+        with lock:
+            res = self._allocations.get(key)
+            if res is None:
+                res = self._allocations[key] = np.empty(shape, dtype)
+        return res
+
+    shared.array = array
+    shared._npllm_thread_safe = True
+
+
+if SIMULATOR:
+    _make_simulator_shared_arrays_thread_safe()
 
 
 def ceil_div(n: int, size: int) -> int:
