@@ -24,10 +24,12 @@ def linear_forward(x, W, b):
         check_float("b", b)
         check_shape("b", b, (W.shape[1],))
     check_same_dtype(x=x, W=W, b=b)
-    y = x @ W
+    # One 2-D product over all leading positions: NumPy's matmul on a 3-D x makes one BLAS call per
+    # batch row, which is ~25% slower on GPT-sized inputs.
+    y = x.reshape(-1, W.shape[0]) @ W                                  # (N, M)
     if b is not None:
-        y = y + b
-    return y, LinearCache(x, W, b is not None)
+        y += b
+    return y.reshape(x.shape[:-1] + (W.shape[1],)), LinearCache(x, W, b is not None)
 
 
 def linear_backward(dy, cache):
@@ -35,10 +37,10 @@ def linear_backward(dy, cache):
     check_cache("cache", cache, LinearCache)
     x, W, has_bias = cache
     dy = upstream("dy", dy, np.empty(x.shape[:-1] + (W.shape[1],), dtype=x.dtype))
-    dx = dy @ W.T
     # Every leading position used the same W: its gradient sums over all of them.
     x2 = x.reshape(-1, W.shape[0])     # (N, D)
     dy2 = dy.reshape(-1, W.shape[1])   # (N, M)
+    dx = (dy2 @ W.T).reshape(x.shape)
     dW = x2.T @ dy2
     db = dy2.sum(axis=0) if has_bias else None
     return dx, dW, db
