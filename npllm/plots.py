@@ -5,11 +5,15 @@ with ``matplotlib.figure.Figure`` and rendered by the Agg canvas directly rather
 this works without a display, never switches the backend of the user's session (a notebook keeps its
 inline plots), and registers nothing in pyplot's global figure list, so a figure is freed as soon as the
 function returns (no ``plt.close`` to forget, no leak in a long training run).
+
+``save_figure`` is the one exception: it writes a figure the caller drew with pyplot (the tutorials do),
+so it is the one place that touches pyplot, to show that figure inline in a notebook or close it.
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,6 +28,21 @@ def _new_figure(width: float, height: float):
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
     return figure
+
+
+def save_figure(fig, filename: str | os.PathLike, dpi: int = 110) -> None:
+    """Write a pyplot figure as a PNG (path relative to the cwd); in a notebook, also show it inline."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(filename, dpi=dpi, bbox_inches="tight")
+    print(f"saved {filename}")
+    # Under Jupyter, show it as the cell's output; in a script, close it so pyplot drops the figure
+    # (a script that draws many figures would otherwise keep them all alive).  Returns None so a
+    # call ending a notebook cell prints no stray value.
+    if "ipykernel" in sys.modules:
+        plt.show()
+    else:
+        plt.close(fig)
 
 
 def _save(figure, path: str | os.PathLike) -> Path:

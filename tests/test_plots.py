@@ -1,12 +1,13 @@
 """Specification of npllm.plots: each figure lands as a real PNG and leaves no figure behind."""
 import subprocess
 import sys
+import types
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 
-from npllm.plots import plot_attention, plot_gradcheck_errors, plot_loss_curve
+from npllm.plots import plot_attention, plot_gradcheck_errors, plot_loss_curve, save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -86,6 +87,39 @@ def test_gradcheck_errors_rejects_bad_input(tmp_path):
         plot_gradcheck_errors((["a", "b"], [1.0]), tmp_path / "x.png", tol=1e-6)
     with pytest.raises(ValueError, match="each row needs an error field"):
         plot_gradcheck_errors([{"name": "a"}], tmp_path / "x.png", tol=1e-6)
+
+
+def pyplot_figure():
+    import matplotlib
+    matplotlib.use("Agg")   # headless, whatever the test machine's default backend
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(figsize=(3, 2))
+    axes.plot([0, 1, 2], [2, 0, 1])
+    return plt, fig
+
+
+def test_save_figure_writes_png_in_the_current_directory_and_closes_the_figure(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)   # a script, not a notebook
+    plt, fig = pyplot_figure()
+    assert fig.number in plt.get_fignums()
+    assert save_figure(fig, "curve.png") is None   # nothing for a notebook cell to echo
+    assert_png(tmp_path / "curve.png")
+    assert capsys.readouterr().out == "saved curve.png\n"
+    assert fig.number not in plt.get_fignums()
+
+
+def test_save_figure_in_a_notebook_shows_the_figure_instead_of_closing_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    plt, fig = pyplot_figure()
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *args, **kwargs: shown.append(True))
+    save_figure(fig, "inline.png", dpi=50)
+    assert_png(tmp_path / "inline.png")
+    assert shown == [True]
+    assert fig.number in plt.get_fignums()   # pyplot's inline backend shows, then closes it itself
+    plt.close(fig)
 
 
 def test_importing_plots_does_not_import_matplotlib():

@@ -42,17 +42,10 @@ import matplotlib.pyplot as plt
 from npllm.gradcheck import check_op
 from npllm.layers import (cross_entropy_backward, cross_entropy_forward, log_softmax, softmax,
                           softmax_backward, softmax_forward)
+from npllm.plots import save_figure
 
 FAST = os.environ.get("NPLLM_FAST") == "1"   # set by the test-suite; this tutorial is fast anyway
 np.set_printoptions(precision=4, suppress=True)
-
-
-def save(fig, filename):
-    """Write the figure as a PNG in the current directory; in a notebook, also show it inline."""
-    fig.savefig(filename, dpi=110, bbox_inches="tight")
-    print(f"saved {filename}")
-    plt.show() if "ipykernel" in sys.modules else plt.close(fig)
-
 
 # %% [markdown]
 # ## The worked example
@@ -176,7 +169,7 @@ right.set_xlabel("probability given to the right word")
 right.set_ylabel("loss (nats)")
 right.set_title("cross-entropy = $-\\log q_y$")
 right.legend(fontsize=8)
-save(fig, "01_softmax_cross_entropy.png")
+save_figure(fig, "01_softmax_cross_entropy.png")
 
 # %% [markdown]
 # ## Check: the backward passes agree with numerical gradients

@@ -40,6 +40,7 @@ from npllm.gradcheck import check_op
 from npllm.layers import (cross_entropy_backward, cross_entropy_forward, embedding_backward,
                           embedding_forward, linear_backward, linear_forward)
 from npllm.optim import Adam
+from npllm.plots import save_figure
 from npllm.tokenizers import CharTokenizer
 
 FAST = os.environ.get("NPLLM_FAST") == "1"   # the test-suite sets it: fewer training steps
@@ -49,14 +50,6 @@ FAST = os.environ.get("NPLLM_FAST") == "1"   # the test-suite sets it: fewer tra
 # BLAS thread for this whole tutorial — `npllm train` makes the same choice for small models.
 threadpool_limits(limits=1, user_api="blas")
 np.set_printoptions(precision=3, suppress=True)
-
-
-def save(fig, filename):
-    """Write the figure as a PNG in the current directory; in a notebook, also show it inline."""
-    fig.savefig(filename, dpi=110, bbox_inches="tight")
-    print(f"saved {filename}")
-    plt.show() if "ipykernel" in sys.modules else plt.close(fig)
-
 
 # %% [markdown]
 # ## A lookup is a one-hot matrix product
@@ -212,7 +205,7 @@ for name, colour in colours.items():
     scatter.scatter([], [], color=colour, label=name)
 scatter.legend(fontsize=8, loc="best")
 scatter.set_title("learned character embeddings (first two principal components)")
-save(fig, "02_embeddings.png")
+save_figure(fig, "02_embeddings.png")
 
 # %% [markdown]
 # ## Check: the embedding backward agrees with numerical gradients

@@ -38,17 +38,10 @@ import matplotlib.pyplot as plt
 
 from npllm.gradcheck import check_op
 from npllm.layers import init_rnn, rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
+from npllm.plots import save_figure
 
 FAST = os.environ.get("NPLLM_FAST") == "1"   # the test-suite sets it: shorter sequences
 np.set_printoptions(precision=4, suppress=True)
-
-
-def save(fig, filename):
-    """Write the figure as a PNG in the current directory; in a notebook, also show it inline."""
-    fig.savefig(filename, dpi=110, bbox_inches="tight")
-    print(f"saved {filename}")
-    plt.show() if "ipykernel" in sys.modules else plt.close(fig)
-
 
 # %% [markdown]
 # ## One step, then a sequence
@@ -181,7 +174,7 @@ steps_axes.set_xlabel("output step t carrying the loss")
 steps_axes.set_ylabel("relative error (analytic vs numerical)")
 steps_axes.set_title("per-time-step gradient check")
 steps_axes.legend()
-save(fig, "03_rnn_bptt.png")
+save_figure(fig, "03_rnn_bptt.png")
 
 # %% [markdown]
 # ## Check: the RNN's backward passes agree with numerical gradients

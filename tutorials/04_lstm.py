@@ -44,17 +44,10 @@ import matplotlib.pyplot as plt
 from npllm.gradcheck import check_op
 from npllm.layers import (init_lstm, init_rnn, lstm_backward, lstm_forward, lstm_step_backward,
                           lstm_step_forward, rnn_backward, rnn_forward)
+from npllm.plots import save_figure
 
 FAST = os.environ.get("NPLLM_FAST") == "1"   # the test-suite sets it: shorter sequences
 np.set_printoptions(precision=3, suppress=True)
-
-
-def save(fig, filename):
-    """Write the figure as a PNG in the current directory; in a notebook, also show it inline."""
-    fig.savefig(filename, dpi=110, bbox_inches="tight")
-    print(f"saved {filename}")
-    plt.show() if "ipykernel" in sys.modules else plt.close(fig)
-
 
 # %% [markdown]
 # ## One step
@@ -155,7 +148,7 @@ gates.set_xlabel("forget gate value f")
 gates.set_ylabel("count (all units, steps, batch)")
 gates.set_title("forget gates at initialisation")
 gates.legend()
-save(fig, "04_lstm_gradient_flow.png")
+save_figure(fig, "04_lstm_gradient_flow.png")
 
 # %% [markdown]
 # With a forget bias of 0, the forget gates sit around $\sigma(0) = 1/2$ and the cell halves the gradient

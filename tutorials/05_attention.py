@@ -42,17 +42,10 @@ from npllm.gradcheck import check_op
 from npllm.layers import (multi_head_attention_backward, multi_head_attention_forward,
                           scaled_dot_product_attention_backward, scaled_dot_product_attention_forward,
                           softmax)
+from npllm.plots import save_figure
 
 FAST = os.environ.get("NPLLM_FAST") == "1"   # the test-suite sets it: fewer samples in the experiment
 np.set_printoptions(precision=3, suppress=True)
-
-
-def save(fig, filename):
-    """Write the figure as a PNG in the current directory; in a notebook, also show it inline."""
-    fig.savefig(filename, dpi=110, bbox_inches="tight")
-    print(f"saved {filename}")
-    plt.show() if "ipykernel" in sys.modules else plt.close(fig)
-
 
 # %% [markdown]
 # ## The formula, and four ways to get it wrong
@@ -221,7 +214,7 @@ for h, title in enumerate(["head 0: previous token", "head 1: same word"]):
     axes.set_ylabel("query" if h == 0 else "")
     axes.set_title(f"{title} (causal)")
 fig.colorbar(image, ax=fig.axes[1:], fraction=0.025)
-save(fig, "05_attention.png")
+save_figure(fig, "05_attention.png")
 
 # %% [markdown]
 # The blank upper triangles are the causal mask at work; the first rows have little choice. The

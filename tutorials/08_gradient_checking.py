@@ -40,17 +40,10 @@ import matplotlib.pyplot as plt
 from npllm.gradcheck import DEFAULT_EPS, DEFAULT_TOL, check_op, numerical_gradient, relative_error
 from npllm.layers import (layer_norm_backward, layer_norm_forward, linear_backward, linear_forward,
                           relu_backward, relu_forward)
-from npllm.plots import plot_gradcheck_errors
+from npllm.plots import plot_gradcheck_errors, save_figure
 
 FAST = os.environ.get("NPLLM_FAST") == "1"   # the test-suite sets it: fewer step sizes
 np.set_printoptions(precision=3)
-
-
-def save(fig, filename):
-    """Write the figure as a PNG in the current directory; in a notebook, also show it inline."""
-    fig.savefig(filename, dpi=110, bbox_inches="tight")
-    print(f"saved {filename}")
-    plt.show() if "ipykernel" in sys.modules else plt.close(fig)
 
 
 def show_png(path):
@@ -134,7 +127,7 @@ axes.set_ylabel("relative error vs analytic gradient")
 axes.set_title("finite differences on layer_norm: truncation vs round-off")
 axes.set_ylim(1e-12, 2)
 axes.legend(fontsize=8, loc="lower left")
-save(fig, "08_gradcheck_epsilon.png")
+save_figure(fig, "08_gradcheck_epsilon.png")
 
 # %% [markdown]
 # Read the plot from right to left: the error first falls with slope 2 (central) or 1 (one-sided)

@@ -40,17 +40,10 @@ if "ipykernel" not in sys.modules:      # run as a script: draw into PNG files, 
 import matplotlib.pyplot as plt
 
 from npllm.layers import matmul as reference_matmul
+from npllm.plots import save_figure
 
 FAST = os.environ.get("NPLLM_FAST") == "1"   # the test-suite sets it: smaller matrices
 print(f"numba {numba.__version__}, {numba.get_num_threads()} threads")
-
-
-def save(fig, filename):
-    """Write the figure as a PNG in the current directory; in a notebook, also show it inline."""
-    fig.savefig(filename, dpi=110, bbox_inches="tight")
-    print(f"saved {filename}")
-    plt.show() if "ipykernel" in sys.modules else plt.close(fig)
-
 
 # %% [markdown]
 # ## Version 1: the naive triple loop
@@ -248,7 +241,7 @@ axes.set_xlim(min(gflops) / 2, max(gflops) * 3)      # room for the labels
 axes.set_xlabel("GFLOP/s (log scale)")
 axes.set_title(f"float32 matmul {size}³ on {numba.get_num_threads()} threads: this tutorial (blue), "
                "npllm_kernels (orange), BLAS (gray)", fontsize=9)
-save(fig, "09_numba_matmul.png")
+save_figure(fig, "09_numba_matmul.png")
 
 # %% [markdown]
 # ## Check: every kernel agrees with the reference on the timed matrices too

@@ -51,19 +51,12 @@ if "ipykernel" not in sys.modules:      # run as a script: draw into PNG files, 
 import matplotlib.pyplot as plt
 
 from npllm.layers import matmul as reference_matmul
+from npllm.plots import save_figure
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 FAST = os.environ.get("NPLLM_FAST") == "1"
 device_name = "Numba CUDA simulator" if SIMULATOR else cuda.get_current_device().name
 print("device:", device_name.decode() if isinstance(device_name, bytes) else device_name)
-
-
-def save(fig, filename):
-    """Write the figure as a PNG in the current directory; in a notebook, also show it inline."""
-    fig.savefig(filename, dpi=110, bbox_inches="tight")
-    print(f"saved {filename}")
-    plt.show() if "ipykernel" in sys.modules else plt.close(fig)
-
 
 # %% [markdown]
 # ## A first kernel: $y = a x + y$
@@ -136,7 +129,7 @@ axes.set_title(f"a 20 x 28 output on a {grid[0]} x {grid[1]} grid of {TILE} x {T
                "(threads past the edge of the last blocks do nothing)")
 axes.set_xlabel("column (cuda.grid x)")
 axes.set_ylabel("row (cuda.grid y)")
-save(fig, "10_cuda_grid.png")
+save_figure(fig, "10_cuda_grid.png")
 
 # %% [markdown]
 # ## Matmul, version 1: one thread per output
