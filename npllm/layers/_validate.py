@@ -64,10 +64,15 @@ def check_cache(name: str, cache, cache_type) -> None:
 
 
 def upstream(name: str, dout, like: np.ndarray) -> np.ndarray:
-    """An upstream gradient: ``None`` means zeros; otherwise it must match ``like``'s shape."""
+    """An upstream gradient shaped like the forward output ``like``: ``None`` means zeros."""
+    return upstream_shaped(name, dout, like.shape, like.dtype)
+
+
+def upstream_shaped(name: str, dout, shape: tuple, dtype) -> np.ndarray:
+    """An upstream gradient of ``shape``/``dtype`` (for backwards whose cache does not keep the output)."""
     if dout is None:
-        return np.zeros_like(like)
-    dout = np.asarray(dout, dtype=like.dtype)
-    if dout.shape != like.shape:
-        raise ValueError(f"{name} must have the forward output's shape {like.shape}, got {dout.shape}")
+        return np.zeros(shape, dtype=dtype)
+    dout = np.asarray(dout, dtype=dtype)
+    if dout.shape != tuple(shape):
+        raise ValueError(f"{name} must have the forward output's shape {tuple(shape)}, got {dout.shape}")
     return dout

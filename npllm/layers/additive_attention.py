@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npllm.layers._validate import check_cache, check_float, check_same_dtype, check_shape, upstream
+from npllm.layers._validate import check_cache, check_float, check_same_dtype, check_shape, upstream, upstream_shaped
 
 
 class AdditiveAttentionProjectedCache(NamedTuple):
@@ -105,7 +105,7 @@ def additive_attention_projected_backward(dcontext, dweights, cache):
     keys, hidden, v, weights, single = cache
     B, Tq, Tk, A = hidden.shape
     context_shape = (B, keys.shape[2]) if single else (B, Tq, keys.shape[2])
-    dcontext = upstream("dcontext", dcontext, np.empty(context_shape, dtype=keys.dtype))
+    dcontext = upstream_shaped("dcontext", dcontext, context_shape, keys.dtype)
     dweights = upstream("dweights", dweights, weights[:, 0] if single else weights)
     if single:
         dcontext, dweights = dcontext[:, None], dweights[:, None]

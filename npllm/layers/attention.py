@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npllm.layers._validate import check_cache, check_float, check_same_dtype, check_shape, upstream
+from npllm.layers._validate import check_cache, check_float, check_same_dtype, check_shape, upstream_shaped
 from npllm.layers.linear import linear_backward, linear_forward
 
 
@@ -74,7 +74,7 @@ def scaled_dot_product_attention_backward(dout, cache):
     """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, H, Tk, d), dv (B, H, Tk, dv)."""
     check_cache("cache", cache, AttentionCache)
     q, k, v, probs, scale = cache
-    dout = upstream("dout", dout, np.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype))
+    dout = upstream_shaped("dout", dout, q.shape[:-1] + (v.shape[-1],), q.dtype)
     dv = probs.swapaxes(-1, -2) @ dout                               # (B, H, Tk, dv)
     dprobs = dout @ v.swapaxes(-1, -2)                               # (B, H, Tq, Tk)
     # Softmax backward per row; masked entries have probs = 0, so they get no gradient.

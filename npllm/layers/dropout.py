@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npllm.layers._validate import check_cache, check_float, upstream
+from npllm.layers._validate import check_cache, check_float, upstream_shaped
 
 
 class DropoutCache(NamedTuple):
@@ -32,5 +32,5 @@ def dropout_forward(x, p, rng, training=True):
 def dropout_backward(dy, cache):
     """dx = dy ⊙ mask (the same entries that were dropped get no gradient)."""
     check_cache("cache", cache, DropoutCache)
-    dy = upstream("dy", dy, np.empty(cache.shape, dtype=cache.dtype))
+    dy = upstream_shaped("dy", dy, cache.shape, cache.dtype)
     return dy if cache.mask is None else dy * cache.mask

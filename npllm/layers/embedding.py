@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npllm.layers._validate import check_cache, check_float, check_ids, upstream
+from npllm.layers._validate import check_cache, check_float, check_ids, upstream_shaped
 
 
 class EmbeddingCache(NamedTuple):
@@ -25,7 +25,7 @@ def embedding_backward(dy, cache):
     """dy (..., D) → dW (V, D): a scatter-add, since one row can be looked up many times."""
     check_cache("cache", cache, EmbeddingCache)
     ids, (V, D), dtype = cache
-    dy = upstream("dy", dy, np.empty(ids.shape + (D,), dtype=dtype))
+    dy = upstream_shaped("dy", dy, ids.shape + (D,), dtype)
     dW = np.zeros((V, D), dtype=dtype)
     # np.add.at accumulates repeated ids; plain dW[ids] += dy would keep only the last one.
     np.add.at(dW, ids.reshape(-1), dy.reshape(-1, D))

@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npllm.layers._validate import check_cache, check_float, check_same_dtype, check_shape, upstream
+from npllm.layers._validate import check_cache, check_float, check_same_dtype, check_shape, upstream_shaped
 
 
 class LinearCache(NamedTuple):
@@ -36,7 +36,7 @@ def linear_backward(dy, cache):
     """dy (..., M) → dx (..., D), dW (D, M), db (M,) (db is None when forward had no bias)."""
     check_cache("cache", cache, LinearCache)
     x, W, has_bias = cache
-    dy = upstream("dy", dy, np.empty(x.shape[:-1] + (W.shape[1],), dtype=x.dtype))
+    dy = upstream_shaped("dy", dy, x.shape[:-1] + (W.shape[1],), x.dtype)
     # Every leading position used the same W: its gradient sums over all of them.
     x2 = x.reshape(-1, W.shape[0])     # (N, D)
     dy2 = dy.reshape(-1, W.shape[1])   # (N, M)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from npllm.layers._validate import check_cache, check_float, check_ids, upstream
+from npllm.layers._validate import check_cache, check_float, check_ids, upstream_shaped
 
 
 class ScatterEmbeddingCache(NamedTuple):
@@ -50,7 +50,7 @@ def embedding_backward(dy, cache):
     dW = np.zeros((V, D), dtype=dtype)
     if dy is None:                      # the reference's contract: no upstream gradient means zeros
         return dW
-    dy = upstream("dy", dy, np.empty(ids.shape + (D,), dtype=dtype))
+    dy = upstream_shaped("dy", dy, ids.shape + (D,), dtype)
     flat_ids = ids.reshape(-1).astype(np.int64, copy=False)
     _scatter_add_rows(flat_ids, np.ascontiguousarray(dy).reshape(-1, D), dW)
     return dW
