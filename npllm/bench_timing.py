@@ -14,20 +14,27 @@ import numpy as np
 
 # ---------------------------------------------------------------- measuring
 
-def time_interleaved(functions: dict, budget_s: float = 2.0, max_reps: int = 100) -> dict:
-    """Best wall time (s) of each function, running them in turns after one warm-up call each."""
+def time_interleaved(functions: dict, budget_s: float = 2.0, max_reps: int = 100, block: int = 3) -> dict:
+    """Best wall time (s) of each function, run in turns of ``block`` calls after one warm-up call each.
+
+    Turns, so that a slow spell of the machine hits every function alike. Blocks of calls, because a
+    function that ran multi-threaded BLAS leaves OpenBLAS's workers spinning for a while (PERF-NOTES
+    lesson 4): the call right after it, if it runs on other threads (Numba's), pays for that, which a
+    training run on one backend never does. The best call of a block is the steady state.
+    """
     first = {}
     for name, fn in functions.items():
         start = time.perf_counter()
         fn()
         first[name] = time.perf_counter() - start
-    reps = int(min(max_reps, max(3, budget_s / max(sum(first.values()), 1e-9))))
+    turns = int(min(max_reps, max(3, budget_s / max(block * sum(first.values()), 1e-9))))
     best = dict(first)
-    for _ in range(reps):
+    for _ in range(turns):
         for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 

@@ -18,8 +18,8 @@ steals a core from whatever runs next.  The choices made here:
   oversubscribe the cores (PERF-NOTES lesson 1: 100 ms vs 510 ms).  :func:`single_threaded_blas` is the
   context manager the Python wrappers put around such a kernel; it reuses one threadpoolctl controller,
   so entering it costs about 10 µs instead of the 0.3 ms of a fresh ``threadpool_limits``.
-* **With one Numba thread, the small kernels run a serial twin** (:func:`serial_twin`, chosen by
-  :func:`for_thread_count`): workqueue hands every parallel region to a worker thread while the caller
+* **With one Numba thread, or on little work, the small kernels run a serial twin**
+  (:func:`serial_twin`, chosen by :func:`for_thread_count`; PARALLEL_MIN_WORK says how little): workqueue hands every parallel region to a worker thread while the caller
   waits, so with one thread a region buys nothing and costs two context switches (9-17 µs on an idle
   machine, far more when other processes hold the cores).  Measured on the bench's GPT step, 1 Numba +
   1 BLAS thread, interleaved best of 25 s: 96.9 ms with parallel GELU/layer norm/cross-entropy kernels,
@@ -82,6 +82,15 @@ def serial_twin(kernel, **options):
     return numba.njit(cache=True, **options)(twin)
 
 
-def for_thread_count(parallel_kernel, serial_kernel):
-    """``serial_kernel`` when Numba runs one thread (a parallel region would only add a hand-off)."""
-    return serial_kernel if numba.get_num_threads() == 1 else parallel_kernel
+# Below this many elements of work a parallel region costs more than it saves. Measured on the 2-core
+# Xeon at GPT-step sizes, kernel alone, best of 300: layer norm on (768, 128) (98k elements) forward
+# 125 µs parallel vs 47 µs serial, backward 161 vs 80; GELU on 393k elements 152 µs parallel vs 255.
+PARALLEL_MIN_WORK = 1 << 18
+
+
+def for_thread_count(parallel_kernel, serial_kernel, work=None):
+    """``serial_kernel`` when Numba runs one thread (a parallel region would only add a hand-off) or
+    when ``work`` (elements touched) is below PARALLEL_MIN_WORK; else ``parallel_kernel``."""
+    if numba.get_num_threads() == 1 or (work is not None and work < PARALLEL_MIN_WORK):
+        return serial_kernel
+    return parallel_kernel

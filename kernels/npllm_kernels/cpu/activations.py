@@ -87,9 +87,9 @@ def _run(x, dy, approximate, backward):
     flat_dy = flat_x if dy is None else np.ascontiguousarray(dy).reshape(-1)
     out = np.empty_like(flat_x)
     if approximate == "tanh":
-        kernel = for_thread_count(_gelu_tanh_kernel, _gelu_tanh_serial)
+        kernel = for_thread_count(_gelu_tanh_kernel, _gelu_tanh_serial, flat_x.size)
     else:
-        kernel = for_thread_count(_gelu_erf_kernel, _gelu_erf_serial)
+        kernel = for_thread_count(_gelu_erf_kernel, _gelu_erf_serial, flat_x.size)
     kernel(flat_x, flat_dy, out, backward)
     return out.reshape(x.shape)
 

@@ -291,7 +291,7 @@ def scaled_dot_product_attention_backward(dout, cache):
     dout = upstream("dout", dout, cache.out.reshape(B, H, Tq, dv))
     dout3 = np.ascontiguousarray(dout).reshape(B * H, Tq, dv)
     row_dot = np.empty((B * H, Tq), dtype=dtype)
-    for_thread_count(_row_dot_kernel, _row_dot_serial)(dout3, cache.out, row_dot)
+    for_thread_count(_row_dot_kernel, _row_dot_serial, dout3.size)(dout3, cache.out, row_dot)
     workers = numba.get_num_threads()
     # Fewer batch·heads than threads: split the keys too, and give each thread its own dQ to sum into.
     dq_parts = np.zeros((workers if B * H < workers else 1, B * H, Tq, d), dtype=dtype)

@@ -36,6 +36,7 @@ from numba import njit, prange
 from npllm.layers._validate import check_cache
 from npllm.layers.cross_entropy import check_cross_entropy_inputs
 from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_exp
+from npllm_kernels.cpu._threads import for_thread_count, serial_twin
 
 _CHUNK = 1024  # logits per online-softmax step: 4-8 KB, stays in L1 between its max and its sum
 # Running maxima kept side by side: a max reduction written as one variable does not vectorize without
@@ -126,6 +127,11 @@ def _cross_entropy_backward_kernel(logits, targets, ignore_index, row_max, row_s
         out[target] -= scale_t
 
 
+_SERIAL_OPTIONS = dict(fastmath=KERNEL_FASTMATH, error_model="numpy")
+_cross_entropy_forward_serial = serial_twin(_cross_entropy_forward_kernel, **_SERIAL_OPTIONS)
+_cross_entropy_backward_serial = serial_twin(_cross_entropy_backward_kernel, **_SERIAL_OPTIONS)
+
+
 def cross_entropy_forward(logits, targets, ignore_index=-100):
     """Mean cross-entropy.  logits (..., V), targets int (...) → scalar loss (logits' dtype), cache."""
     check_cross_entropy_inputs(logits, targets, ignore_index)
@@ -139,7 +145,8 @@ def cross_entropy_forward(logits, targets, ignore_index=-100):
     row_sum = np.zeros(N)
     row_loss = np.zeros(N)
     if V > 0:              # with no classes, only all-ignored targets pass validation
-        _cross_entropy_forward_kernel(flat_logits, flat_targets, ignore_index, row_max, row_sum, row_loss)
+        kernel = for_thread_count(_cross_entropy_forward_kernel, _cross_entropy_forward_serial, flat_logits.size)
+        kernel(flat_logits, flat_targets, ignore_index, row_max, row_sum, row_loss)
     loss = row_loss.sum() / max(n_kept, 1)
     dlogits_buffer = np.empty((N, V), dtype=logits.dtype)   # written by the backward
     cache = FusedCrossEntropyCache(flat_logits, flat_targets, row_max, row_sum, n_kept, ignore_index,
@@ -164,7 +171,7 @@ def cross_entropy_backward(dloss, cache):
         raise ValueError(f"dloss must be a scalar (the loss is a scalar), got shape {dloss.shape}")
     scale = float(dloss.reshape(())) / max(cache.n_kept, 1)
     if cache.dlogits.size:
-        _cross_entropy_backward_kernel(cache.logits, cache.targets, cache.ignore_index, cache.row_max,
-                                       cache.row_sum, scale, cache.dlogits)
+        kernel = for_thread_count(_cross_entropy_backward_kernel, _cross_entropy_backward_serial, cache.dlogits.size)
+        kernel(cache.logits, cache.targets, cache.ignore_index, cache.row_max, cache.row_sum, scale, cache.dlogits)
     cache.consumed[0] = True
     return cache.dlogits.reshape(cache.logits_shape)

@@ -101,7 +101,7 @@ def layer_norm_forward(x, gamma, beta, eps=1e-5):
     y = np.empty((N, C), dtype=x.dtype)
     mean = np.empty(N, dtype=np.float64)
     rstd = np.empty(N, dtype=np.float64)
-    kernel = for_thread_count(_layer_norm_forward_kernel, _layer_norm_forward_serial)
+    kernel = for_thread_count(_layer_norm_forward_kernel, _layer_norm_forward_serial, x2d.size)
     kernel(x2d, np.ascontiguousarray(gamma), np.ascontiguousarray(beta), float(eps), y, mean, rstd)
     return y.reshape(x.shape), FusedLayerNormCache(x2d, mean, rstd, gamma, x.shape)
 
@@ -117,7 +117,7 @@ def layer_norm_backward(dy, cache):
     n_chunks = max(1, min(N, _N_CHUNKS))
     dgamma_parts = np.zeros((n_chunks, C), dtype=np.float64)
     dbeta_parts = np.zeros((n_chunks, C), dtype=np.float64)
-    kernel = for_thread_count(_layer_norm_backward_kernel, _layer_norm_backward_serial)
+    kernel = for_thread_count(_layer_norm_backward_kernel, _layer_norm_backward_serial, x2d.size)
     kernel(dy2d, x2d, mean, rstd, np.ascontiguousarray(gamma), dx, dgamma_parts, dbeta_parts)
     dgamma = dgamma_parts.sum(axis=0).astype(x2d.dtype)
     dbeta = dbeta_parts.sum(axis=0).astype(x2d.dtype)
