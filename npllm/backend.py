@@ -115,6 +115,14 @@ def resolve(op_name: str):
     return fn
 
 
+def provides(op_name: str) -> bool:
+    """Whether the selected backend itself has ``op_name`` (the reference counts for "numpy").
+
+    A model asks before choosing a fused op over the ops it is made of, so that a backend with fast
+    kernels for the parts (cuda's attention) is not sent to the reference's fused op instead."""
+    return hasattr(_load(get_backend()), op_name)
+
+
 class _Ops:
     """Attribute access to the hot ops: ``ops.name_forward(...)``, ``ops.name_backward(..., cache)``."""
 

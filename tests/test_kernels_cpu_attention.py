@@ -205,3 +205,87 @@ def test_flash_attention_restores_the_blas_thread_count():
     backward(dout, cache)
     after = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
     assert after[:len(before)] == before
+
+
+# ---------------------------------------------------------------- multi-head attention (fused)
+def _mha_inputs(rng, B, T, C, dtype):
+    x = rng.standard_normal((B, T, C))
+    W_qkv, W_out = rng.standard_normal((C, 3 * C)) / np.sqrt(C), rng.standard_normal((C, C)) / np.sqrt(C)
+    b_qkv, b_out = 0.1 * rng.standard_normal(3 * C), 0.1 * rng.standard_normal(C)
+    return [a.astype(dtype) for a in (x, W_qkv, b_qkv, W_out, b_out)]
+
+
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
+       B=st.integers(1, 3), T=st.sampled_from([1, 5, 64, 70]), n_head=st.sampled_from([1, 2, 3]),
+       head_size=st.sampled_from([1, 4, 8]), causal=st.booleans(),
+       mask_kind=st.sampled_from(["none", "full", "2d", "padding", "heads"]))
+def test_fused_multi_head_attention_matches_reference(seed, dtype, B, T, n_head, head_size, causal, mask_kind):
+    rng = np.random.default_rng(seed)
+    C = n_head * head_size
+    inputs = _mha_inputs(rng, B, T, C, dtype)
+    mask = _mask(rng, mask_kind, B, n_head, T, T)
+    dy = rng.standard_normal((B, T, C)).astype(dtype)
+    originals = [a.copy() for a in inputs + [dy]]
+    y, cache = attention.multi_head_attention_forward(*inputs, n_head, causal=causal, mask=mask)
+    grads = attention.multi_head_attention_backward(dy, cache)
+    ref_y, ref_cache = ref.multi_head_attention_forward(*(a.astype(np.float64) for a in inputs), n_head,
+                                                        causal=causal, mask=mask)
+    ref_grads = ref.multi_head_attention_backward(dy.astype(np.float64), ref_cache)
+    for name, actual, desired in zip(("y", "dx", "dW_qkv", "db_qkv", "dW_out", "db_out"), (y,) + grads,
+                                     (ref_y,) + ref_grads):
+        assert actual.dtype == dtype and actual.shape == desired.shape, name
+        scale = float(np.max(np.abs(desired), initial=0.0))
+        np.testing.assert_allclose(actual, desired.astype(dtype), rtol=RTOL[dtype], atol=RTOL[dtype] * scale,
+                                   err_msg=name)
+    for before, after in zip(originals, inputs + [dy]):
+        np.testing.assert_array_equal(after, before, err_msg="an input was modified")
+
+
+def test_fused_multi_head_attention_passes_gradient_check():
+    rng = np.random.default_rng(10)
+    inputs = _mha_inputs(rng, 2, 5, 6, np.float64)
+    report = check_op(attention.multi_head_attention_forward, attention.multi_head_attention_backward, inputs,
+                      {"n_head": 2, "causal": True})
+    assert report.passed, report
+
+
+def test_fused_multi_head_attention_layers_interleave_like_a_model():
+    # Two layers forward, then backward in reverse, with the backward's reused (B, T, 3C) buffer:
+    # every gradient must still be the reference's, and none may change when a later call reuses it.
+    rng = np.random.default_rng(11)
+    layers = [_mha_inputs(rng, 2, 9, 8, np.float64) for _ in range(2)]
+    dys = [rng.standard_normal((2, 9, 8)) for _ in range(2)]
+    caches = [attention.multi_head_attention_forward(*inputs, 2, causal=True)[1] for inputs in layers]
+    grads = [attention.multi_head_attention_backward(dy, cache) for dy, cache in zip(dys[::-1], caches[::-1])]
+    snapshot = [[g.copy() for g in layer] for layer in grads]
+    attention.multi_head_attention_backward(dys[0], caches[0])          # reuses the buffer again
+    for layer_grads, layer_snapshot, inputs, dy in zip(grads, snapshot, layers[::-1], dys[::-1]):
+        ref_grads = ref.multi_head_attention_backward(
+            dy, ref.multi_head_attention_forward(*inputs, 2, causal=True)[1])
+        for actual, kept, desired in zip(layer_grads, layer_snapshot, ref_grads):
+            np.testing.assert_array_equal(actual, kept)
+            np.testing.assert_allclose(actual, desired, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_multi_head_attention_signatures_and_errors_equal_the_reference():
+    for name in ("multi_head_attention_forward", "multi_head_attention_backward"):
+        assert inspect.signature(getattr(attention, name)) == inspect.signature(getattr(ref, name)), name
+    bad = (np.zeros((1, 2, 6)), np.zeros((6, 18)), np.zeros(18), np.zeros((6, 6)), np.zeros(6), 4)
+    with pytest.raises(ValueError) as expected:
+        ref.multi_head_attention_forward(*bad)
+    with pytest.raises(ValueError) as actual:
+        attention.multi_head_attention_forward(*bad)
+    assert str(actual.value) == str(expected.value)
+    _, ref_cache = ref.multi_head_attention_forward(*bad[:5], 2)
+    with pytest.raises(TypeError, match="FlashMultiHeadAttentionCache"):
+        attention.multi_head_attention_backward(np.zeros((1, 2, 6)), ref_cache)
+
+
+def test_flash_attention_mixes_head_layouts():
+    # q as split_heads views (read in place), k contiguous (B, H, T, d), v some other view: all agree.
+    rng = np.random.default_rng(12)
+    q = rng.standard_normal((2, 11, 3, 4)).transpose(0, 2, 1, 3)
+    k = rng.standard_normal((2, 3, 11, 4))
+    v = rng.standard_normal((2, 3, 22, 5))[:, :, ::2]
+    mask = rng.random((2, 3, 11, 11)) < 0.8
+    assert_matches_reference(q, k, v, rng.standard_normal((2, 3, 11, 5)), mask=mask, causal=True)

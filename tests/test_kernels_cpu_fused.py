@@ -255,3 +255,34 @@ def test_serial_twins_used_with_one_thread_match_the_reference(op, dtype, one_nu
         gamma, beta = rng.standard_normal(33).astype(dtype), rng.standard_normal(33).astype(dtype)
         assert_matches_reference("layer_norm", [x, gamma, beta], {}, [dy], dtype,
                                  grad_scales=[_layer_norm_dx_scale(x, gamma, dy, 1e-5), None, None])
+
+
+@pytest.fixture
+def parallel_on_any_size(monkeypatch):
+    """Make the kernels take their parallel versions even on the small shapes tests use."""
+    from npllm_kernels.cpu import _threads
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_WORK", 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op", ["gelu", "layer_norm", "cross_entropy"])
+def test_parallel_kernels_used_on_large_inputs_match_the_reference(op, dtype, parallel_on_any_size):
+    import numba
+    from npllm_kernels.cpu._threads import for_thread_count
+    if numba.get_num_threads() > 1:
+        assert for_thread_count(activations._gelu_tanh_kernel, activations._gelu_tanh_serial, 1) \
+            is activations._gelu_tanh_kernel
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((5, 9, 33)) * 3 + 1).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    if op == "gelu":
+        assert_matches_reference("gelu", [x], {"approximate": "tanh"}, [dy], dtype,
+                                 out_scales=[np.max(np.abs(x))], grad_scales=[np.max(np.abs(dy))])
+    elif op == "layer_norm":
+        gamma, beta = rng.standard_normal(33).astype(dtype), rng.standard_normal(33).astype(dtype)
+        assert_matches_reference("layer_norm", [x, gamma, beta], {}, [dy], dtype,
+                                 grad_scales=[_layer_norm_dx_scale(x, gamma, dy, 1e-5), None, None])
+    else:
+        targets = rng.integers(0, 33, (5, 9))
+        assert_matches_reference("cross_entropy", [x, targets], {}, [1.0], dtype,
+                                 out_scales=[max(1.0, float(np.max(np.abs(x))))])

@@ -176,7 +176,8 @@ for i, sample in enumerate(samples):
 # %% [markdown]
 # ## What do the heads look at?
 #
-# The forward's cache holds every attention map. Here is one head of the last layer on a line of the
+# The forward's cache holds every attention map (the NumPy reference keeps them: a block's `attn` is
+# its multi-head attention cache, whose `attention` part holds the probabilities). Here is one head of the last layer on a line of the
 # corpus — each row is a character (query) and shows which earlier characters it draws from. We pick
 # the head whose rows have the lowest entropy (the most decided one). Heads of small character models
 # often attend to the previous character, or to the spaces that start the current and previous words.
@@ -185,7 +186,7 @@ for i, sample in enumerate(samples):
 line = "The for statement is used to iterate"
 line_ids = np.array([tokenizer.encode(line)])
 _, line_cache = model.forward(line_ids)
-probs = line_cache.blocks[-1].attn.probs[0]                          # (NH, T, T)
+probs = line_cache.blocks[-1].attn.attention.probs[0]                # (NH, T, T)
 head = int(np.argmax([(p * np.log(np.maximum(p, 1e-12))).sum() for p in probs]))   # the sharpest head
 labels = ["␣" if char == " " else char for char in line]
 show_png(plot_attention(probs[head], labels, labels, "06_gpt_attention.png",

@@ -102,9 +102,8 @@ def merge_heads(y):
     return y.transpose(0, 2, 1, 3).reshape(B, T, NH * HS)
 
 
-def multi_head_attention_forward(x, W_qkv, b_qkv, W_out, b_out, n_head, causal=False, mask=None):
-    """GPT-2 self-attention.  x (B, T, C), W_qkv (C, 3C) laid out [q | k | v], b_qkv (3C,), W_out (C, C),
-    b_out (C,) → y (B, T, C), cache."""
+def check_multi_head_inputs(x, W_qkv, W_out, n_head) -> None:
+    """The checks of x, the weights and n_head (shared with the kernels that replace this op)."""
     check_float("x", x, 3, "(B, T, C)")
     C = x.shape[-1]
     if not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
@@ -113,6 +112,12 @@ def multi_head_attention_forward(x, W_qkv, b_qkv, W_out, b_out, n_head, causal=F
     check_shape("W_qkv", W_qkv, (C, 3 * C))
     check_float("W_out", W_out, 2, "(C, C)")
     check_shape("W_out", W_out, (C, C))
+
+
+def multi_head_attention_forward(x, W_qkv, b_qkv, W_out, b_out, n_head, causal=False, mask=None):
+    """GPT-2 self-attention.  x (B, T, C), W_qkv (C, 3C) laid out [q | k | v], b_qkv (3C,), W_out (C, C),
+    b_out (C,) → y (B, T, C), cache."""
+    check_multi_head_inputs(x, W_qkv, W_out, n_head)
     qkv, qkv_cache = linear_forward(x, W_qkv, b_qkv)                 # (B, T, 3C)
     q, k, v = (split_heads(part, n_head) for part in np.split(qkv, 3, axis=-1))   # each (B, NH, T, HS)
     attn, attn_cache = scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=causal)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npllm.backend import ops
+from npllm.backend import ops, provides
 from npllm.layers.attention import merge_heads, split_heads
 from npllm.models._common import check_token_ids
 
@@ -51,9 +51,9 @@ class GPTConfig:
 class BlockCache(NamedTuple):
     """Everything one transformer block's backward needs, in forward order."""
     ln_1: object
-    c_attn: object
+    c_attn: object          # None when attn is a multi_head_attention cache (c_attn and c_proj inside)
     attn: object
-    attn_c_proj: object
+    attn_c_proj: object     # None, as c_attn
     attn_drop: object
     ln_2: object
     c_fc: object
@@ -182,13 +182,20 @@ class GPT:
         params, NH = self.params, self.config.n_head
         p = f"h.{i}."
         h, ln_1 = ops.layer_norm_forward(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])
-        qkv, c_attn = ops.linear_forward(h, params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"])
-        q, k, v = (split_heads(part, NH) for part in np.split(qkv, 3, axis=-1))      # 3 × (B, NH, T, HS)
-        if kv_cache is not None:
-            k, v = kv_cache.extend(i, k, v)                                           # (B, NH, start+T, HS)
-        y, attn = ops.scaled_dot_product_attention_forward(q, k, v, causal=True)     # (B, NH, T, HS)
-        y, attn_c_proj = ops.linear_forward(merge_heads(y), params[p + "attn.c_proj.weight"],
-                                            params[p + "attn.c_proj.bias"])           # (B, T, C)
+        weights = (params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"],
+                   params[p + "attn.c_proj.weight"], params[p + "attn.c_proj.bias"])
+        if kv_cache is None and provides("multi_head_attention_forward"):
+            # One op for c_attn, the heads' attention and c_proj: the same arithmetic, and a backend
+            # may fuse it (numba's reads q, k, v straight out of the qkv projection, without copies).
+            y, attn = ops.multi_head_attention_forward(h, *weights, NH, causal=True)      # (B, T, C)
+            c_attn = attn_c_proj = None
+        else:
+            qkv, c_attn = ops.linear_forward(h, weights[0], weights[1])
+            q, k, v = (split_heads(part, NH) for part in np.split(qkv, 3, axis=-1))  # 3 × (B, NH, T, HS)
+            if kv_cache is not None:
+                k, v = kv_cache.extend(i, k, v)                                       # (B, NH, start+T, HS)
+            y, attn = ops.scaled_dot_product_attention_forward(q, k, v, causal=True)  # (B, NH, T, HS)
+            y, attn_c_proj = ops.linear_forward(merge_heads(y), weights[2], weights[3])  # (B, T, C)
         y, attn_drop = ops.dropout_forward(y, p_drop, rng)
         x = x + y
         h, ln_2 = ops.layer_norm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])
@@ -229,10 +236,15 @@ class GPT:
         dx = dx + dh                                                                  # residual: both paths
         # Attention branch: x_mid = x_in + drop(c_proj(attn(c_attn(ln_1(x_in))))).
         dy = ops.dropout_backward(dx, cache.attn_drop)
-        dy, grads[p + "attn.c_proj.weight"], grads[p + "attn.c_proj.bias"] = ops.linear_backward(dy, cache.attn_c_proj)
-        dq, dk, dv = ops.scaled_dot_product_attention_backward(split_heads(dy, NH), cache.attn)
-        dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)  # (B, T, 3C)
-        dh, grads[p + "attn.c_attn.weight"], grads[p + "attn.c_attn.bias"] = ops.linear_backward(dqkv, cache.c_attn)
+        names = [p + "attn.c_attn.weight", p + "attn.c_attn.bias", p + "attn.c_proj.weight", p + "attn.c_proj.bias"]
+        if cache.c_attn is None:                                                      # the fused op's cache
+            dh, *attn_grads = ops.multi_head_attention_backward(dy, cache.attn)
+            grads.update(zip(names, attn_grads))
+        else:
+            dy, grads[names[2]], grads[names[3]] = ops.linear_backward(dy, cache.attn_c_proj)
+            dq, dk, dv = ops.scaled_dot_product_attention_backward(split_heads(dy, NH), cache.attn)
+            dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)  # (B, T, 3C)
+            dh, grads[names[0]], grads[names[1]] = ops.linear_backward(dqkv, cache.c_attn)
         dh, grads[p + "ln_1.weight"], grads[p + "ln_1.bias"] = ops.layer_norm_backward(dh, cache.ln_1)
         return dx + dh
 

@@ -21,39 +21,55 @@ thread, the backward one Tq × BLOCK_K column strip per thread:
 The tile products use ``np.dot`` on contiguous tiles (BLAS: faster than any loop we wrote, PERF-NOTES
 lesson 1) with BLAS held to one thread while the ``prange`` over (batch·head, query tile) work items
 keeps the cores busy (see ``_threads``). Work items are dealt round-robin to one loop per thread, so each
-thread owns its scratch tiles (allocated here in Python, visible to tracemalloc) and causal rows of
+thread owns its scratch (allocated here in Python, visible to tracemalloc) and causal rows of
 different cost are spread evenly. The backward runs one item per batch·head when there are at least as
 many as threads (dQ written in place); otherwise one per (batch·head, key tile), each thread summing its
 dQ into its own buffer, added up at the end. ``fast_exp`` (``_math``) keeps the exp loops vectorized.
+The loops live in ``_flash.py``; they read every head straight out of a (B, T, H·d) array, so the
+``split_heads`` views a model passes cost no copy, and the output is returned as the same kind of view
+(``merge_heads`` of it is free).
+
+``multi_head_attention_forward/backward`` (GPT-2's self-attention) run the q|k|v and output
+projections with the reference's ``linear`` (BLAS) and the flash loops directly on the (B, T, 3C)
+projection: no split, merge or concatenate copies, and dq|dk|dv land in one (B, T, 3C) gradient.
+In the bench's GPT step (T = 64) that removes eight activation-sized copies per layer.
 """
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numba
 import numpy as np
-from numba import njit, prange
 
 from npllm.layers._validate import check_cache, upstream
-from npllm.layers.attention import check_attention_inputs
-from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_exp
+from npllm.layers.attention import check_attention_inputs, check_multi_head_inputs, split_heads
+from npllm.layers.linear import linear_backward, linear_forward
+from npllm_kernels.cpu import _flash
+from npllm_kernels.cpu._flash import BLOCK_K, BLOCK_Q  # noqa: F401  (re-exported: the tile sizes)
 from npllm_kernels.cpu._threads import for_thread_count, serial_twin, single_threaded_blas
-
-BLOCK_Q = 64    # queries per tile; a 64 × 128 score tile is 32 KiB in float32 and stays in L1 (48 KiB)
-BLOCK_K = 128   # keys per tile
 
 
 class FlashAttentionCache(NamedTuple):
-    q: np.ndarray             # (B·H, Tq, d) contiguous
-    k: np.ndarray             # (B·H, Tk, d)
-    v: np.ndarray             # (B·H, Tk, dv)
-    out: np.ndarray           # (B·H, Tq, dv) the forward's output
+    q: np.ndarray             # (B, Tq, ·) or (B·H, Tq, d): head h in columns q_off + h·d … (_flash.py)
+    k: np.ndarray             # (B, Tk, ·) or (B·H, Tk, d)
+    v: np.ndarray             # (B, Tk, ·) or (B·H, Tk, dv)
+    offsets: tuple            # (q_off, k_off, v_off) column offsets of head 0 in q, k, v
+    n_head: int               # heads per row of q, k, v, out: H (rows layout) or 1 (one head per row)
+    out: np.ndarray           # (B, Tq, H·dv) or (B·H, Tq, dv) the forward's output
     lse: np.ndarray           # (B·H, Tq) log Σ_j exp(s_ij) over allowed keys; −inf for a fully masked row
     mask: np.ndarray          # flat bool array read through mask_strides (a single True when no mask)
     mask_strides: np.ndarray  # (4,) int64 element strides of the mask over (B, H, Tq, Tk); 0 = broadcast
     has_mask: bool
     causal: bool
     shape: tuple              # (B, H, Tq, Tk, d, dv)
+
+
+class FlashMultiHeadAttentionCache(NamedTuple):
+    qkv: object               # the reference LinearCache of x @ W_qkv + b_qkv
+    attention: FlashAttentionCache   # reads q, k, v out of the (B, T, 3C) projection
+    out: object               # the reference LinearCache of the output projection
+    n_head: int
 
 
 def _mask_layout(mask):
@@ -68,186 +84,72 @@ def _mask_layout(mask):
     return m.reshape(-1), strides, True
 
 
-@njit(cache=True, fastmath=KERNEL_FASTMATH)
-def _scaled_copy(src, scale, dst):
-    """dst[:] = src * scale for 2-D arrays, without the temporary an array expression allocates."""
-    for r in range(src.shape[0]):
-        for c in range(src.shape[1]):
-            dst[r, c] = src[r, c] * scale
+def _layout(a):
+    """(B, H, T, w) → (3-D array, heads per row of it) without a copy when ``a`` allows.
+
+    "rows" (B, T, H·w) when a is split_heads of such an array (a model's q, k, v); "heads"
+    (B·H, T, w) when a is C-contiguous; otherwise a copy in the rows layout."""
+    B, H, T, w = a.shape
+    rows = a.transpose(0, 2, 1, 3)
+    if rows.flags.c_contiguous:
+        return rows.reshape(B, T, H * w), H
+    if a.flags.c_contiguous:
+        return a.reshape(B * H, T, w), 1
+    return np.ascontiguousarray(rows).reshape(B, T, H * w), H
 
 
-@njit(cache=True, fastmath=KERNEL_FASTMATH)
-def _row_max(row, start):
-    """max(start, max(row)).  Four running maxima: one alone is a chain of dependent compares (each
-    waits for the previous, about 4 cycles); four independent chains let the CPU overlap them (2x).
-    LLVM will not vectorize a float max reduction unless told there are no NaNs (``nnan``), which we
-    do not promise."""
-    m0 = m1 = m2 = m3 = start
-    n = row.shape[0]
-    full = n - n % 4
-    for c in range(0, full, 4):
-        m0 = max(m0, row[c])
-        m1 = max(m1, row[c + 1])
-        m2 = max(m2, row[c + 2])
-        m3 = max(m3, row[c + 3])
-    for c in range(full, n):
-        m0 = max(m0, row[c])
-    return max(max(m0, m1), max(m2, m3))
+def _in_layout(a, n_head):
+    """(B, H, T, w) as the 3-D array of the layout with ``n_head`` heads per row (a copy if needed)."""
+    B, H, T, w = a.shape
+    if n_head == 1:
+        return np.ascontiguousarray(a).reshape(B * H, T, w)
+    return np.ascontiguousarray(a.transpose(0, 2, 1, 3)).reshape(B, T, H * w)
 
 
-@njit(cache=True, fastmath=KERNEL_FASTMATH)
-def _mask_tile(s, bh, n_head, i0, j0, mask, mstr, has_mask, causal, offset):
-    """Set s[r, c] = −inf where query i0 + r may not see key j0 + c (causal and/or the boolean mask)."""
-    rows, cols = s.shape
-    for r in range(rows):
-        if causal:   # keys j > i + offset are in the future
-            for c in range(max(0, i0 + r + offset - j0 + 1), cols):
-                s[r, c] = -np.inf
-        if has_mask:
-            base = (bh // n_head) * mstr[0] + (bh % n_head) * mstr[1] + (i0 + r) * mstr[2] + j0 * mstr[3]
-            for c in range(cols):
-                if not mask[base + c * mstr[3]]:
-                    s[r, c] = -np.inf
+def _heads(a3, n_head, H):
+    """The 3-D array of a layout → its (B, H, T, w) view (the inverse of _layout, no copy)."""
+    batch, T, width = a3.shape
+    if n_head == 1:
+        return a3.reshape(batch // H, H, T, width)
+    return a3.reshape(batch, T, n_head, width // n_head).transpose(0, 2, 1, 3)
 
 
-@njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH)
-def _forward_kernel(q, k, v, scale, mask, mstr, has_mask, causal, n_head, out, lse, scratch):
-    """q (BH, Tq, d), k (BH, Tk, d), v (BH, Tk, dv) → writes out (BH, Tq, dv) and lse (BH, Tq)."""
-    BH, Tq, d = q.shape
-    Tk, dv = k.shape[1], v.shape[2]
-    offset = Tk - Tq                                    # causal: query i sees keys j ≤ i + offset
-    q_buf, s_buf, pv_buf, acc_buf, m_buf, l_buf = scratch
-    n_workers = q_buf.shape[0]
-    n_q_tiles = (Tq + BLOCK_Q - 1) // BLOCK_Q
-    for worker in prange(n_workers):
-        for item in range(worker, BH * n_q_tiles, n_workers):
-            bh, i0 = item // n_q_tiles, (item % n_q_tiles) * BLOCK_Q
-            rows = min(BLOCK_Q, Tq - i0)
-            q_tile = q_buf[worker, :rows * d].reshape((rows, d))
-            _scaled_copy(q[bh, i0:i0 + rows], scale, q_tile)   # fold 1/√d into Q once per tile
-            acc = acc_buf[worker, :rows * dv].reshape((rows, dv))
-            acc[:] = 0
-            m, l = m_buf[worker], l_buf[worker]
-            m[:] = -np.inf
-            l[:] = 0
-            key_stop = min(Tk, i0 + rows + offset) if causal else Tk   # later keys: masked for every row
-            for j0 in range(0, max(key_stop, 0), BLOCK_K):
-                cols = min(BLOCK_K, key_stop - j0)
-                s = s_buf[worker, :rows * cols].reshape((rows, cols))
-                np.dot(q_tile, k[bh, j0:j0 + cols].T, s)                # scores (rows, cols), BLAS
-                _mask_tile(s, bh, n_head, i0, j0, mask, mstr, has_mask,
-                           causal and j0 + cols - 1 > i0 + offset, offset)
-                for r in range(rows):
-                    row_max = _row_max(s[r], m[r])
-                    if row_max == -np.inf:                # nothing allowed yet: contributes nothing
-                        s[r, :] = 0
-                        continue
-                    alpha = fast_exp(m[r] - row_max)      # rescales the old sums (0 when m was −inf)
-                    total = s.dtype.type(0)
-                    for c in range(cols):
-                        p = fast_exp(s[r, c] - row_max)
-                        s[r, c] = p
-                        total += p
-                    l[r] = l[r] * alpha + total
-                    m[r] = row_max
-                    for c in range(dv):
-                        acc[r, c] *= alpha
-                pv = pv_buf[worker, :rows * dv].reshape((rows, dv))
-                np.dot(s, v[bh, j0:j0 + cols], pv)                     # P V for this tile, BLAS
-                acc += pv
-            for r in range(rows):
-                if l[r] > 0:
-                    inv = 1 / l[r]
-                    for c in range(dv):
-                        out[bh, i0 + r, c] = acc[r, c] * inv
-                    lse[bh, i0 + r] = m[r] + np.log(l[r])
-                else:                                     # fully masked query: zeros, L = −inf
-                    out[bh, i0 + r, :] = 0
-                    lse[bh, i0 + r] = -np.inf
+# With one Numba thread, or little work, a parallel region only adds a hand-off (see ``_threads``).
+_forward_serial = serial_twin(_flash.forward_kernel, **_flash.COMPILE_FLAGS)
+_backward_serial = serial_twin(_flash.backward_kernel, **_flash.COMPILE_FLAGS)
 
 
-@njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH)
-def _row_dot_kernel(dout, out, result):
-    """result[bh, i] = Σ_c dout[bh, i, c] · out[bh, i, c]   (D in FlashAttention-2)."""
-    BH, T, dv = out.shape
-    for bh in prange(BH):
-        for i in range(T):
-            total = out.dtype.type(0)
-            for c in range(dv):
-                total += dout[bh, i, c] * out[bh, i, c]
-            result[bh, i] = total
+def _attend(q3, k3, v3, offsets, n_head, shape, mask, causal, o3):
+    """Run the forward loops (``n_head`` heads per row of the 3-D arrays); write o3's head blocks;
+    return the cache (the mask already checked)."""
+    B, H, Tq, Tk, d, dv = shape
+    dtype = q3.dtype
+    flat_mask, mask_strides, has_mask = _mask_layout(mask)
+    lse = np.empty((B * H, Tq), dtype=dtype)
+    scratch = np.empty((numba.get_num_threads(), _flash.forward_scratch_size(d, dv)), dtype=dtype)
+    kernel = for_thread_count(_flash.forward_kernel, _forward_serial, B * H * Tq * Tk * d)
+    with single_threaded_blas():
+        kernel(q3, offsets[0], k3, offsets[1], v3, offsets[2], n_head, d, dv, dtype.type(1 / np.sqrt(d)),
+               flat_mask, mask_strides, H, has_mask, bool(causal), o3, 0, lse, scratch)
+    return FlashAttentionCache(q3, k3, v3, offsets, n_head, o3, lse, flat_mask, mask_strides, has_mask,
+                               bool(causal), shape)
 
 
-@njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH)
-def _backward_kernel(q, k, v, dout, lse, row_dot, scale, mask, mstr, has_mask, causal, n_head,
-                     dq_parts, dk, dv, scratch):
-    """dout (BH, Tq, dv) → adds dQ into dq_parts (slots, BH, Tq, d); writes dk (BH, Tk, d), dv (BH, Tk, dv)."""
-    BH, Tq, d = q.shape
-    Tk, dv_width = k.shape[1], v.shape[2]
-    offset = Tk - Tq
-    q_buf, p_buf, ds_buf, tmp_q_buf = scratch
-    n_workers = q_buf.shape[0]
-    n_k_tiles = (Tk + BLOCK_K - 1) // BLOCK_K
-    # One item per batch·head (dQ written in place, dq_parts has 1 slot) or per (batch·head, key tile)
-    # (each worker sums dQ into its own slot of dq_parts).
-    per_tile = dq_parts.shape[0] > 1
-    n_items = BH * n_k_tiles if per_tile else BH
-    for worker in prange(n_workers):
-        dq = dq_parts[worker] if per_tile else dq_parts[0]
-        for item in range(worker, n_items, n_workers):
-            bh = item // n_k_tiles if per_tile else item
-            first_tile = item % n_k_tiles if per_tile else 0
-            last_tile = first_tile + 1 if per_tile else n_k_tiles
-            for j0 in range(first_tile * BLOCK_K, min(Tk, last_tile * BLOCK_K), BLOCK_K):
-                cols = min(BLOCK_K, Tk - j0)
-                k_tile, v_tile = k[bh, j0:j0 + cols], v[bh, j0:j0 + cols]
-                # Under causal masking the first query that sees key j0 is i = j0 − offset.
-                i_start = (max(0, j0 - offset) // BLOCK_Q) * BLOCK_Q if causal else 0
-                if i_start >= Tq:
-                    continue                                   # no query sees these keys: dK = dV = 0
-                # P and dS for this key tile and every query that sees it: a (Tq − i_start) × cols
-                # column strip, O(T) memory, so dV and dK come out of one product each at the end.
-                p_strip = p_buf[worker, :(Tq - i_start) * cols].reshape((Tq - i_start, cols))
-                ds_strip = ds_buf[worker, :(Tq - i_start) * cols].reshape((Tq - i_start, cols))
-                for i0 in range(i_start, Tq, BLOCK_Q):
-                    rows = min(BLOCK_Q, Tq - i0)
-                    q_tile = q_buf[worker, :rows * d].reshape((rows, d))
-                    _scaled_copy(q[bh, i0:i0 + rows], scale, q_tile)
-                    p = p_strip[i0 - i_start:i0 - i_start + rows]
-                    np.dot(q_tile, k_tile.T, p)                                 # scores S
-                    _mask_tile(p, bh, n_head, i0, j0, mask, mstr, has_mask,
-                               causal and j0 + cols - 1 > i0 + offset, offset)
-                    for r in range(rows):                                       # P = exp(S − L)
-                        row_lse = lse[bh, i0 + r]
-                        if row_lse == -np.inf:                                  # fully masked query
-                            p[r, :] = 0
-                        else:
-                            for c in range(cols):
-                                p[r, c] = fast_exp(p[r, c] - row_lse)
-                    ds = ds_strip[i0 - i_start:i0 - i_start + rows]
-                    np.dot(dout[bh, i0:i0 + rows], v_tile.T, ds)                # dP = dO Vᵀ
-                    for r in range(rows):                                       # dS = P ⊙ (dP − D)
-                        row_d = row_dot[bh, i0 + r]
-                        for c in range(cols):
-                            ds[r, c] = p[r, c] * (ds[r, c] - row_d)
-                    tmp_q = tmp_q_buf[worker, :rows * d].reshape((rows, d))
-                    np.dot(ds, k_tile, tmp_q)                                   # dQ += dS K / √d
-                    for r in range(rows):
-                        for c in range(d):
-                            dq[bh, i0 + r, c] += tmp_q[r, c] * scale
-                dk_tile, dv_tile = dk[bh, j0:j0 + cols], dv[bh, j0:j0 + cols]   # only this item writes them
-                np.dot(p_strip.T, dout[bh, i_start:Tq], dv_tile)                # dV = Pᵀ dO
-                np.dot(ds_strip.T, q[bh, i_start:Tq], dk_tile)                  # dK = dSᵀ Q / √d
-                for r in range(cols):
-                    for c in range(d):
-                        dk_tile[r, c] *= scale
-
-
-# With one Numba thread a parallel region only adds a hand-off to a worker (see ``_threads``): run the
-# same loops compiled serially.  Measured on the bench's GPT step (T = 64), one Numba + one BLAS thread.
-_forward_serial = serial_twin(_forward_kernel, fastmath=KERNEL_FASTMATH)
-_row_dot_serial = serial_twin(_row_dot_kernel, fastmath=KERNEL_FASTMATH)
-_backward_serial = serial_twin(_backward_kernel, fastmath=KERNEL_FASTMATH)
+def _attend_backward(cache, do3, dq3, dk3, dv3, grad_offsets):
+    """Run the backward loops: write the head blocks of dq3, dk3, dv3 at grad_offsets."""
+    B, H, Tq, Tk, d, dv = cache.shape
+    dtype = cache.q.dtype
+    workers = numba.get_num_threads()
+    # Fewer batch·heads than threads: split the keys too, and give each thread its own dQ to sum into.
+    per_tile = B * H < workers
+    dq_parts = np.zeros((workers, B * H, Tq, d) if per_tile else (0, 1, 1, d), dtype=dtype)
+    scratch = np.empty((workers, _flash.backward_scratch_size(Tq, d, dv)), dtype=dtype)
+    kernel = for_thread_count(_flash.backward_kernel, _backward_serial, B * H * Tq * Tk * d)
+    q_off, k_off, v_off = cache.offsets
+    with single_threaded_blas():
+        kernel(cache.q, q_off, cache.k, k_off, cache.v, v_off, cache.out, 0, do3, 0, cache.lse, cache.n_head, d,
+               dv, dtype.type(1 / np.sqrt(d)), cache.mask, cache.mask_strides, H, cache.has_mask, cache.causal,
+               dq3, grad_offsets[0], dk3, grad_offsets[1], dv3, grad_offsets[2], dq_parts, scratch)
 
 
 def _check_causal(causal):
@@ -263,24 +165,11 @@ def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
     check_attention_inputs(q, k, v, mask, False)
     B, H, Tq, d = q.shape
     Tk, dv = k.shape[2], v.shape[3]
-    dtype = q.dtype
-    q3 = np.ascontiguousarray(q).reshape(B * H, Tq, d)
-    k3 = np.ascontiguousarray(k).reshape(B * H, Tk, d)
-    v3 = np.ascontiguousarray(v).reshape(B * H, Tk, dv)
-    flat_mask, mask_strides, has_mask = _mask_layout(mask)
-    out = np.empty((B * H, Tq, dv), dtype=dtype)
-    lse = np.empty((B * H, Tq), dtype=dtype)
-    workers = numba.get_num_threads()
-    scratch = (np.empty((workers, BLOCK_Q * d), dtype), np.empty((workers, BLOCK_Q * BLOCK_K), dtype),
-               np.empty((workers, BLOCK_Q * dv), dtype), np.empty((workers, BLOCK_Q * dv), dtype),
-               np.empty((workers, BLOCK_Q), dtype), np.empty((workers, BLOCK_Q), dtype))
-    with single_threaded_blas():
-        for_thread_count(_forward_kernel, _forward_serial)(
-            q3, k3, v3, dtype.type(1 / np.sqrt(d)), flat_mask, mask_strides, has_mask, bool(causal),
-            H, out, lse, scratch)
-    cache = FlashAttentionCache(q3, k3, v3, out, lse, flat_mask, mask_strides, has_mask, bool(causal),
-                                (B, H, Tq, Tk, d, dv))
-    return out.reshape(B, H, Tq, dv), cache
+    q3, n_head = _layout(q)
+    k3, v3 = _in_layout(k, n_head), _in_layout(v, n_head)
+    o3 = np.empty((B, Tq, H * dv) if n_head > 1 else (B * H, Tq, dv), dtype=q.dtype)
+    cache = _attend(q3, k3, v3, (0, 0, 0), n_head, (B, H, Tq, Tk, d, dv), mask, causal, o3)
+    return _heads(o3, n_head, H), cache
 
 
 def scaled_dot_product_attention_backward(dout, cache):
@@ -288,20 +177,55 @@ def scaled_dot_product_attention_backward(dout, cache):
     check_cache("cache", cache, FlashAttentionCache)
     B, H, Tq, Tk, d, dv = cache.shape
     dtype = cache.q.dtype
-    dout = upstream("dout", dout, cache.out.reshape(B, H, Tq, dv))
-    dout3 = np.ascontiguousarray(dout).reshape(B * H, Tq, dv)
-    row_dot = np.empty((B * H, Tq), dtype=dtype)
-    for_thread_count(_row_dot_kernel, _row_dot_serial, dout3.size)(dout3, cache.out, row_dot)
-    workers = numba.get_num_threads()
-    # Fewer batch·heads than threads: split the keys too, and give each thread its own dQ to sum into.
-    dq_parts = np.zeros((workers if B * H < workers else 1, B * H, Tq, d), dtype=dtype)
-    dk = np.zeros((B * H, Tk, d), dtype=dtype)
-    dv_out = np.zeros((B * H, Tk, dv), dtype=dtype)
-    scratch = (np.empty((workers, BLOCK_Q * d), dtype), np.empty((workers, Tq * BLOCK_K), dtype),
-               np.empty((workers, Tq * BLOCK_K), dtype), np.empty((workers, BLOCK_Q * d), dtype))
-    with single_threaded_blas():
-        for_thread_count(_backward_kernel, _backward_serial)(
-            cache.q, cache.k, cache.v, dout3, cache.lse, row_dot, dtype.type(1 / np.sqrt(d)),
-            cache.mask, cache.mask_strides, cache.has_mask, cache.causal, H, dq_parts, dk, dv_out, scratch)
-    dq = dq_parts[0] if dq_parts.shape[0] == 1 else dq_parts.sum(axis=0)
-    return dq.reshape(B, H, Tq, d), dk.reshape(B, H, Tk, d), dv_out.reshape(B, H, Tk, dv)
+    dout = upstream("dout", dout, _heads(cache.out, cache.n_head, H))
+    lead = (B, H) if cache.n_head > 1 else (B * H, 1)            # (rows of the layout, heads per row)
+    dq3 = np.empty((lead[0], Tq, lead[1] * d), dtype=dtype)
+    dk3 = np.empty((lead[0], Tk, lead[1] * d), dtype=dtype)
+    dv3 = np.empty((lead[0], Tk, lead[1] * dv), dtype=dtype)
+    _attend_backward(cache, _in_layout(dout, cache.n_head), dq3, dk3, dv3, (0, 0, 0))
+    return tuple(_heads(g, cache.n_head, H) for g in (dq3, dk3, dv3))
+
+
+def multi_head_attention_forward(x, W_qkv, b_qkv, W_out, b_out, n_head, causal=False, mask=None):
+    """GPT-2 self-attention.  x (B, T, C), W_qkv (C, 3C) laid out [q | k | v], b_qkv (3C,), W_out (C, C),
+    b_out (C,) → y (B, T, C), cache."""
+    check_multi_head_inputs(x, W_qkv, W_out, n_head)
+    B, T, C = x.shape
+    qkv, qkv_cache = linear_forward(x, W_qkv, b_qkv)                 # (B, T, 3C), contiguous
+    q, k, v = (split_heads(part, n_head) for part in np.split(qkv, 3, axis=-1))   # views, for the checks
+    check_attention_inputs(q, k, v, None, False)
+    _check_causal(causal)
+    check_attention_inputs(q, k, v, mask, False)
+    HS = C // n_head
+    o3 = np.empty((B, T, C), dtype=qkv.dtype)                         # merged heads, as c_proj wants them
+    attention = _attend(qkv, qkv, qkv, (0, C, 2 * C), n_head, (B, n_head, T, T, HS, HS), mask, causal, o3)
+    y, out_cache = linear_forward(o3, W_out, b_out)
+    return y, FlashMultiHeadAttentionCache(qkv_cache, attention, out_cache, int(n_head))
+
+
+_workspace = threading.local()
+
+
+def _reused_buffer(shape, dtype):
+    """An array of this shape and dtype kept between calls (one per thread); see the backward below."""
+    key = (tuple(shape), np.dtype(dtype).str)
+    buffers = _workspace.__dict__.setdefault("buffers", {})
+    if key not in buffers:
+        buffers.clear()                 # one shape at a time: a model's layers all use the same one
+        buffers[key] = np.empty(shape, dtype=dtype)
+    return buffers[key]
+
+
+def multi_head_attention_backward(dy, cache):
+    """dy (B, T, C) → dx (B, T, C), dW_qkv (C, 3C), db_qkv (3C,), dW_out (C, C), db_out (C,)."""
+    check_cache("cache", cache, FlashMultiHeadAttentionCache)
+    dmerged, dW_out, db_out = linear_backward(dy, cache.out)
+    B, T, C = cache.attention.out.shape
+    # dq | dk | dv, laid out as c_attn's output. It lives only until c_attn's backward below has read
+    # it, so one buffer serves every call: a fresh (B, T, 3C) array each call came from newly mapped
+    # memory and the kernel paid a page fault per 4 KiB on first write (about 250 faults, 0.6 ms, a
+    # call in the bench's GPT step).
+    dqkv = _reused_buffer((B, T, 3 * C), dmerged.dtype)
+    _attend_backward(cache.attention, np.ascontiguousarray(dmerged), dqkv, dqkv, dqkv, (0, C, 2 * C))
+    dx, dW_qkv, db_qkv = linear_backward(dqkv, cache.qkv)
+    return dx, dW_qkv, db_qkv, dW_out, db_out

@@ -1,0 +1,268 @@
+"""The flash-attention loops (Numba) behind ``attention.py``'s ops; see that module for the algorithm.
+
+Every tensor is a C-contiguous 3-D array (batch, T, columns) and each head reads a block of columns:
+head h of q is ``q3[b, t, q_off + h·d : q_off + (h+1)·d]``, and so on for k, v, the output and the
+gradients; head bh = b · n_head + h of all B·H indexes lse and, as (bh // mask_heads, bh % mask_heads),
+the mask. This covers every caller without copies: contiguous (B, H, T, d) inputs are (B·H, T, d) with
+n_head = 1; ``split_heads`` views of a (B, T, H·d) array are that array with n_head = H; and
+multi-head attention passes its (B, T, 3C) q|k|v projection three times with offsets 0, C and 2C and
+writes dq|dk|dv into one (B, T, 3C) gradient the same way. The loops copy each tile they multiply into per-worker scratch
+(``np.dot`` wants contiguous operands; a tile is a few KiB, copied once per use).
+
+Causal tiles on the diagonal: each row only exponentiates the keys it may see (``_n_visible``) and
+zeroes the rest, instead of writing −inf there and exponentiating all of them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_exp
+
+BLOCK_Q = 64    # queries per tile; a 64 × 128 score tile is 32 KiB in float32 and stays in L1 (48 KiB)
+BLOCK_K = 128   # keys per tile
+COMPILE_FLAGS = dict(fastmath=KERNEL_FASTMATH, error_model="numpy")   # also for the serial twins
+_OPTIONS = dict(cache=True, **COMPILE_FLAGS)
+
+
+@njit(**_OPTIONS)
+def _copy_head_rows(src, t0, n, col, scale, dst):
+    """dst (n, w) = src[t0 : t0 + n, col : col + w] · scale, src one batch row (T, columns)."""
+    w = dst.shape[1]
+    for r in range(n):
+        s, out = src[t0 + r, col:col + w], dst[r]
+        for c in range(w):
+            out[c] = s[c] * scale
+
+
+@njit(**_OPTIONS)
+def _row_max(row, start):
+    """max(start, max(row)).  Four running maxima: one alone is a chain of dependent compares (each
+    waits for the previous, about 4 cycles); four independent chains let the CPU overlap them (2x).
+    LLVM will not vectorize a float max reduction unless told there are no NaNs (``nnan``), which we
+    do not promise."""
+    m0 = m1 = m2 = m3 = start
+    n = row.shape[0]
+    full = n - n % 4
+    for c in range(0, full, 4):
+        m0 = max(m0, row[c])
+        m1 = max(m1, row[c + 1])
+        m2 = max(m2, row[c + 2])
+        m3 = max(m3, row[c + 3])
+    for c in range(full, n):
+        m0 = max(m0, row[c])
+    return max(max(m0, m1), max(m2, m3))
+
+
+@njit(**_OPTIONS)
+def _apply_mask(s, bh, mask_heads, i0, j0, mask, mstr):
+    """s[r, c] = −inf where the boolean mask forbids query i0 + r of head bh (over all B·H heads, of
+    which mask_heads per batch row) to see key j0 + c."""
+    rows, cols = s.shape
+    b, h = bh // mask_heads, bh % mask_heads
+    for r in range(rows):
+        base = b * mstr[0] + h * mstr[1] + (i0 + r) * mstr[2] + j0 * mstr[3]
+        for c in range(cols):
+            if not mask[base + c * mstr[3]]:
+                s[r, c] = -np.inf
+
+
+@njit(**_OPTIONS)
+def _n_visible(causal, i, j0, cols, offset):
+    """How many of keys j0 … j0 + cols − 1 query i may see (causal: keys j ≤ i + offset)."""
+    return min(cols, max(0, i + offset - j0 + 1)) if causal else cols
+
+
+@njit(parallel=True, **_OPTIONS)
+def forward_kernel(q3, q_off, k3, k_off, v3, v_off, n_head, d, dv, scale, mask, mstr, mask_heads, has_mask, causal,
+                   o3, o_off, lse, scratch):
+    """Writes o3's head blocks (B, Tq, ·) and lse (B·H, Tq); scratch is (workers, forward_scratch_size)."""
+    B, Tq, Tk = q3.shape[0], q3.shape[1], k3.shape[1]
+    offset = Tk - Tq                                    # causal: query i sees keys j ≤ i + offset
+    n_workers = scratch.shape[0]
+    n_q_tiles = (Tq + BLOCK_Q - 1) // BLOCK_Q
+    one = q3.dtype.type(1.0)
+    for worker in prange(n_workers):
+        buf = scratch[worker]
+        q_buf, k_buf = buf[:BLOCK_Q * d], buf[BLOCK_Q * d:(BLOCK_Q + BLOCK_K) * d]
+        at = (BLOCK_Q + BLOCK_K) * d
+        v_buf, s_buf = buf[at:at + BLOCK_K * dv], buf[at + BLOCK_K * dv:at + BLOCK_K * dv + BLOCK_Q * BLOCK_K]
+        at += BLOCK_K * dv + BLOCK_Q * BLOCK_K
+        pv_buf, acc_buf = buf[at:at + BLOCK_Q * dv], buf[at + BLOCK_Q * dv:at + 2 * BLOCK_Q * dv]
+        at += 2 * BLOCK_Q * dv
+        m, l = buf[at:at + BLOCK_Q], buf[at + BLOCK_Q:at + 2 * BLOCK_Q]
+        for item in range(worker, B * n_head * n_q_tiles, n_workers):
+            bh, i0 = item // n_q_tiles, (item % n_q_tiles) * BLOCK_Q
+            b, h = bh // n_head, bh % n_head
+            rows = min(BLOCK_Q, Tq - i0)
+            q_tile = q_buf[:rows * d].reshape((rows, d))
+            _copy_head_rows(q3[b], i0, rows, q_off + h * d, scale, q_tile)   # fold 1/√d into Q once
+            acc = acc_buf[:rows * dv].reshape((rows, dv))
+            acc[:] = 0
+            m[:] = -np.inf
+            l[:] = 0
+            key_stop = min(Tk, i0 + rows + offset) if causal else Tk   # later keys: masked for every row
+            for j0 in range(0, max(key_stop, 0), BLOCK_K):
+                cols = min(BLOCK_K, key_stop - j0)
+                k_tile, v_tile = k_buf[:cols * d].reshape((cols, d)), v_buf[:cols * dv].reshape((cols, dv))
+                _copy_head_rows(k3[b], j0, cols, k_off + h * d, one, k_tile)
+                _copy_head_rows(v3[b], j0, cols, v_off + h * dv, one, v_tile)
+                s = s_buf[:rows * cols].reshape((rows, cols))
+                np.dot(q_tile, k_tile.T, s)                             # scores (rows, cols), BLAS
+                if has_mask:
+                    _apply_mask(s, bh, mask_heads, i0, j0, mask, mstr)
+                for r in range(rows):
+                    row = s[r]
+                    seen = _n_visible(causal, i0 + r, j0, cols, offset)
+                    row_max = _row_max(row[:seen], m[r])
+                    if seen == 0 or row_max == -np.inf:   # nothing allowed yet: contributes nothing
+                        row[:] = 0
+                        continue
+                    alpha = fast_exp(m[r] - row_max)      # rescales the old sums (0 when m was −inf)
+                    total = s.dtype.type(0)
+                    visible = row[:seen]
+                    for c in range(seen):
+                        p = fast_exp(visible[c] - row_max)
+                        visible[c] = p
+                        total += p
+                    row[seen:] = 0
+                    l[r] = l[r] * alpha + total
+                    m[r] = row_max
+                    for c in range(dv):
+                        acc[r, c] *= alpha
+                pv = pv_buf[:rows * dv].reshape((rows, dv))
+                np.dot(s, v_tile, pv)                                   # P V for this tile, BLAS
+                acc += pv
+            col = o_off + h * dv
+            for r in range(rows):
+                out = o3[b, i0 + r, col:col + dv]
+                if l[r] > 0:
+                    inv = 1 / l[r]
+                    for c in range(dv):
+                        out[c] = acc[r, c] * inv
+                    lse[bh, i0 + r] = m[r] + np.log(l[r])
+                else:                                     # fully masked query: zeros, L = −inf
+                    out[:] = 0
+                    lse[bh, i0 + r] = -np.inf
+
+
+def forward_scratch_size(d, dv):
+    """Scratch elements one forward worker needs: q, k, v, score, P·V and accumulator tiles, m and l."""
+    return (BLOCK_Q + BLOCK_K) * (d + dv) + BLOCK_Q * BLOCK_K + BLOCK_Q * dv + 2 * BLOCK_Q
+
+
+def backward_scratch_size(Tq, d, dv):
+    """Scratch elements one backward worker needs: Q and dO strips, P and dS strips, tiles, D."""
+    return Tq * (d + dv + 2 * BLOCK_K + 1) + 2 * BLOCK_K * (d + dv) + BLOCK_Q * d
+
+
+@njit(parallel=True, **_OPTIONS)
+def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse, n_head, d, dv, scale,
+                    mask, mstr, mask_heads, has_mask, causal, dq3, dq_off, dk3, dk_off, dv3, dv_off, dq_parts, scratch):
+    """Writes the head blocks of dq3 (B, Tq, ·), dk3 and dv3 (B, Tk, ·).
+
+    One work item per batch·head (dq written in place) when dq_parts has no rows; otherwise one per
+    (batch·head, key tile), each worker summing dq into its own dq_parts[worker] (B·H, Tq, d), and
+    the parts are added into dq3 at the end."""
+    B, Tq, Tk = q3.shape[0], q3.shape[1], k3.shape[1]
+    BH = B * n_head
+    offset = Tk - Tq
+    n_workers = scratch.shape[0]
+    n_k_tiles = (Tk + BLOCK_K - 1) // BLOCK_K
+    per_tile = dq_parts.shape[0] > 0
+    n_items = BH * n_k_tiles if per_tile else BH
+    one = q3.dtype.type(1.0)
+    for worker in prange(n_workers):
+        buf = scratch[worker]
+        q_all, do_all = buf[:Tq * d].reshape((Tq, d)), buf[Tq * d:Tq * (d + dv)].reshape((Tq, dv))
+        at = Tq * (d + dv)
+        p_buf, ds_buf = buf[at:at + Tq * BLOCK_K], buf[at + Tq * BLOCK_K:at + 2 * Tq * BLOCK_K]
+        at += 2 * Tq * BLOCK_K
+        row_dot = buf[at:at + Tq]
+        at += Tq
+        k_buf, v_buf = buf[at:at + BLOCK_K * d], buf[at + BLOCK_K * d:at + BLOCK_K * (d + dv)]
+        at += BLOCK_K * (d + dv)
+        dk_buf, dv_buf = buf[at:at + BLOCK_K * d], buf[at + BLOCK_K * d:at + BLOCK_K * (d + dv)]
+        at += BLOCK_K * (d + dv)
+        tmp_buf = buf[at:at + BLOCK_Q * d]
+        for item in range(worker, n_items, n_workers):
+            bh = item // n_k_tiles if per_tile else item
+            b, h = bh // n_head, bh % n_head
+            first_tile = item % n_k_tiles if per_tile else 0
+            last_tile = first_tile + 1 if per_tile else n_k_tiles
+            # This head's Q (scaled by 1/√d, as the forward used it) and dO, and D = rowsum(dO ⊙ O).
+            _copy_head_rows(q3[b], 0, Tq, q_off + h * d, scale, q_all)
+            _copy_head_rows(do3[b], 0, Tq, do_off + h * dv, one, do_all)
+            o_col = o_off + h * dv
+            for i in range(Tq):
+                o_row, do_row = o3[b, i, o_col:o_col + dv], do_all[i]
+                total = q3.dtype.type(0)
+                for c in range(dv):
+                    total += do_row[c] * o_row[c]
+                row_dot[i] = total
+            dq_col = dq_off + h * d
+            if not per_tile:
+                for i in range(Tq):
+                    dq3[b, i, dq_col:dq_col + d] = 0
+            for j0 in range(first_tile * BLOCK_K, min(Tk, last_tile * BLOCK_K), BLOCK_K):
+                cols = min(BLOCK_K, Tk - j0)
+                dk_col, dv_col = dk_off + h * d, dv_off + h * dv
+                # Under causal masking the first query that sees key j0 is i = j0 − offset.
+                i_start = (max(0, j0 - offset) // BLOCK_Q) * BLOCK_Q if causal else 0
+                if i_start >= Tq:                  # no query sees these keys: dK = dV = 0
+                    for r in range(cols):
+                        dk3[b, j0 + r, dk_col:dk_col + d] = 0
+                        dv3[b, j0 + r, dv_col:dv_col + dv] = 0
+                    continue
+                k_tile, v_tile = k_buf[:cols * d].reshape((cols, d)), v_buf[:cols * dv].reshape((cols, dv))
+                _copy_head_rows(k3[b], j0, cols, k_off + h * d, one, k_tile)
+                _copy_head_rows(v3[b], j0, cols, v_off + h * dv, one, v_tile)
+                # P and dS for this key tile and every query that sees it: a (Tq − i_start) × cols
+                # column strip, O(T) memory, so dV and dK come out of one product each at the end.
+                p_strip = p_buf[:(Tq - i_start) * cols].reshape((Tq - i_start, cols))
+                ds_strip = ds_buf[:(Tq - i_start) * cols].reshape((Tq - i_start, cols))
+                for i0 in range(i_start, Tq, BLOCK_Q):
+                    rows = min(BLOCK_Q, Tq - i0)
+                    p = p_strip[i0 - i_start:i0 - i_start + rows]
+                    np.dot(q_all[i0:i0 + rows], k_tile.T, p)                    # scores S
+                    if has_mask:
+                        _apply_mask(p, bh, mask_heads, i0, j0, mask, mstr)
+                    for r in range(rows):                                       # P = exp(S − L)
+                        row, row_lse = p[r], lse[bh, i0 + r]
+                        seen = _n_visible(causal, i0 + r, j0, cols, offset)
+                        if row_lse == -np.inf:                                  # fully masked query
+                            seen = 0
+                        visible = row[:seen]
+                        for c in range(seen):
+                            visible[c] = fast_exp(visible[c] - row_lse)
+                        row[seen:] = 0
+                    ds = ds_strip[i0 - i_start:i0 - i_start + rows]
+                    np.dot(do_all[i0:i0 + rows], v_tile.T, ds)                  # dP = dO Vᵀ
+                    for r in range(rows):                                       # dS = P ⊙ (dP − D)
+                        p_row, ds_row, row_d = p[r], ds[r], row_dot[i0 + r]
+                        for c in range(cols):
+                            ds_row[c] = p_row[c] * (ds_row[c] - row_d)
+                    tmp_q = tmp_buf[:rows * d].reshape((rows, d))
+                    np.dot(ds, k_tile, tmp_q)                                   # dQ += dS K / √d
+                    for r in range(rows):
+                        dst = dq_parts[worker, bh, i0 + r] if per_tile else dq3[b, i0 + r, dq_col:dq_col + d]
+                        src = tmp_q[r]
+                        for c in range(d):
+                            dst[c] += src[c] * scale
+                dv_tile, dk_tile = dv_buf[:cols * dv].reshape((cols, dv)), dk_buf[:cols * d].reshape((cols, d))
+                np.dot(p_strip.T, do_all[i_start:Tq], dv_tile)                  # dV = Pᵀ dO
+                np.dot(ds_strip.T, q_all[i_start:Tq], dk_tile)                  # dK = dSᵀ Q / √d
+                for r in range(cols):
+                    dv3[b, j0 + r, dv_col:dv_col + dv] = dv_tile[r]
+                    dk3[b, j0 + r, dk_col:dk_col + d] = dk_tile[r]
+    if per_tile:                                    # add the workers' dq parts (in worker order)
+        for bh in range(BH):
+            b, h = bh // n_head, bh % n_head
+            dq_col = dq_off + h * d
+            for i in range(Tq):
+                dst = dq3[b, i, dq_col:dq_col + d]
+                dst[:] = 0
+                for w in range(n_workers):
+                    src = dq_parts[w, bh, i]
+                    for c in range(d):
+                        dst[c] += src[c]
