@@ -49,7 +49,7 @@ def test_numba_backend_runs_the_fused_lstm():
 
 
 @given(dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1),
-       B=st.sampled_from([1, 3]), T=st.sampled_from([1, 2, 7]), D=st.sampled_from([1, 5]),
+       B=st.sampled_from([1, 3, 5]), T=st.sampled_from([1, 2, 7]), D=st.sampled_from([1, 5]),
        H=st.sampled_from([1, 4, 17]), weight_scale=st.sampled_from([1.0, 4.0]),
        upstream=st.sampled_from(["both", "dhs only", "dcs only", "neither"]))
 def test_lstm_matches_reference(dtype, seed, B, T, D, H, weight_scale, upstream):

@@ -10,11 +10,16 @@ single-threaded BLAS on its own rows (``_threads``: the cores then belong to Num
 Per chunk, the forward:
 * computes the input projection of all its steps at once, x (rows·T, D) @ Wx + b (the reference does
   T small products), since it does not depend on the recurrence;
-* then, per step, one BLAS call h_{t−1} @ Wh into a reused buffer, the gate nonlinearities
+* then, per step, one BLAS call for the recurrent product, the gate nonlinearities
   (``fast_sigmoid``/``fast_tanh``: vectorizable) and the cell update, overwriting the pre-activations
   with the gate values the backward needs.
+The recurrent product is computed transposed, (h_{t−1} Wh)ᵀ = Whᵀ h_{t−1}ᵀ, (4H, H) @ (H, rows), and
+transposed back: OpenBLAS packs its operands on every call, and with only 16-32 rows against the
+1 MiB Wh the packing costs as much as the arithmetic when Wh is the right operand; as the left one it
+runs about 1.6x faster (64 steps of (16, 256) @ (256, 1024), one thread: 10.0 → 5.6 ms).
 The backward, per chunk:
-* runs the per-step chain rule with one BLAS call per step (dh_{t−1} = da_t Whᵀ), keeping every da_t;
+* runs the per-step chain rule with one BLAS call per step (dh_{t−1}ᵀ = Wh da_tᵀ, transposed for the
+  same reason), keeping every da_t;
 * then, while its da rows are still warm in cache, dx = da Wxᵀ for its rows and its shares of
   dWx = xᵀ da, dWh = h_prevᵀ da and db = Σ da, each into the chunk's own partial (added in chunk order
   at the end): big matmuls instead of 4T small ones.
@@ -27,13 +32,12 @@ between every written array and every other one with a few runtime checks; one f
 arrays needs too many and stays scalar (about 5x slower here).  Slices indexed from 0 (``a_i[j]``, not
 ``a[H + j]``) let LLVM drop numba's negative-index check, which also blocks vectorization.
 
-Measured at B=32, T=64, D=H=256, float32 on the 2-core AVX-512 Xeon (``npllm bench --only lstm``):
-the 2 × 64 per-step products take about 9 ms each way on two threads (BLAS packs the 1 MiB Wh on
-every call, so a (16, 256) @ (256, 1024) product runs at about half the big matmuls' rate) and the
-gate loops about 2 ms each way.  Whole-region chunks replaced a serial loop plus NumPy's
-multi-threaded BLAS for the big products: 55 → 45 ms, mostly because NumPy's BLAS workers, spinning
-after each call, no longer compete with the recurrent loop.  Tried without gain: time-major
-(T, B, 4H) gates and tanh_c, so each step's rows are contiguous (85.6 vs 84.7 ms, serial).
+Measured at B=32, T=64, D=H=256, float32 on the 2-core AVX-512 Xeon (``npllm bench --only lstm``,
+forward + backward): a serial loop beside NumPy's multi-threaded BLAS took 55 ms; one parallel region
+per direction, 45-48 ms (mostly because NumPy's BLAS workers, spinning after each call, no longer
+compete with the recurrent loop); the transposed recurrent product, 38-41 ms, against the reference's
+84-102 ms. Tried without gain: time-major (T, B, 4H) gates and tanh_c, so each step's rows are
+contiguous (85.6 vs 84.7 ms, serial).
 """
 from __future__ import annotations
 
@@ -62,13 +66,13 @@ class FusedLSTMCache(NamedTuple):
 
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
-def _lstm_forward_kernel(x, Wx, b, h0, c0, Wh, gates, tanh_c, hs, cs, h_buf, rec_buf):
+def _lstm_forward_kernel(x, Wx, b, h0, c0, Wh_T, gates, tanh_c, hs, cs, scratch):
     """x (B, T, D) → writes gates (B, T, 4H) (activated i, f, g, o), tanh_c, hs, cs (B, T, H).
 
-    h_buf (n_chunks, rows, H) and rec_buf (n_chunks, rows, 4H) are each chunk's scratch."""
+    scratch (n_chunks, 9·H·rows) is each chunk's: h_{t−1}ᵀ, (h_{t−1} Wh)ᵀ and its transpose."""
     B, T, G = gates.shape
     H = G // 4
-    n_chunks = h_buf.shape[0]
+    n_chunks = scratch.shape[0]
     for chunk in prange(n_chunks):          # batch rows never interact: each chunk runs all T steps
         lo, hi = _chunk_rows(chunk, n_chunks, B)
         pre = gates[lo:hi].reshape(((hi - lo) * T, G))
@@ -77,11 +81,16 @@ def _lstm_forward_kernel(x, Wx, b, h0, c0, Wh, gates, tanh_c, hs, cs, h_buf, rec
             row = pre[r]
             for j in range(G):
                 row[j] += b[j]
-        h = h_buf[chunk, :hi - lo]          # (rows, H) contiguous: the left operand of the BLAS call
-        recurrent = rec_buf[chunk, :hi - lo]
-        h[:] = h0[lo:hi]
+        rows = hi - lo
+        buf = scratch[chunk]
+        h_T = buf[:H * rows].reshape((H, rows))                     # h_{t−1}ᵀ, BLAS's right operand
+        recurrent_T = buf[H * rows:5 * H * rows].reshape((G, rows))
+        recurrent = buf[5 * H * rows:9 * H * rows].reshape((rows, G))
+        for r in range(rows):
+            h_T[:, r] = h0[lo + r]
         for t in range(T):
-            np.dot(h, Wh, recurrent)        # (rows, H) @ (H, 4H)
+            np.dot(Wh_T, h_T, recurrent_T)  # (4H, H) @ (H, rows) = (h_{t−1} Wh)ᵀ: see the docstring
+            _transpose(recurrent_T, recurrent)
             for row in range(lo, hi):
                 a, r = gates[row, t], recurrent[row - lo]
                 a_if, a_g, a_o = a[:2 * H], a[2 * H:3 * H], a[3 * H:]
@@ -101,19 +110,20 @@ def _lstm_forward_kernel(x, Wx, b, h0, c0, Wh, gates, tanh_c, hs, cs, h_buf, rec
                     tanh_row[j] = fast_tanh(c_row[j])
                 for j in range(H):
                     h_row[j] = a_o[j] * tanh_row[j]
-                h[row - lo, :] = h_row
+                h_T[:, row - lo] = h_row
 
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
-def _lstm_backward_kernel(dhs, dcs, x, h0, c0, Wx_T, Wh_T, gates, tanh_c, hs, cs,
-                          da, dx, dh0, dc0, dWx_parts, dWh_parts, db_parts, da_buf, h_prev_buf):
+def _lstm_backward_kernel(dhs, dcs, x, h0, c0, Wx_T, Wh, gates, tanh_c, hs, cs,
+                          da, dx, dh0, dc0, dWx_parts, dWh_parts, db_parts, scratch, h_prev_buf):
     """BPTT, then the weight products, per chunk of batch rows.
 
     Writes da (B, T, 4H) = ∂L/∂a_t, dx (B, T, D), dh0, dc0 (B, H) and each chunk's partial dWx, dWh,
-    db; da_buf (n_chunks, rows, 4H) and h_prev_buf (n_chunks, rows·T, H) are each chunk's scratch."""
+    db; scratch (n_chunks, 9·H·rows) (da_t, its transpose, dh_{t−1}ᵀ) and h_prev_buf (n_chunks, rows·T,
+    H) are each chunk's."""
     B, T, G = gates.shape
     H = G // 4
-    n_chunks = da_buf.shape[0]
+    n_chunks = scratch.shape[0]
     one = gates.dtype.type(1.0)
     for chunk in prange(n_chunks):          # batch rows never interact: each chunk runs all T steps
         lo, hi = _chunk_rows(chunk, n_chunks, B)
@@ -121,7 +131,11 @@ def _lstm_backward_kernel(dhs, dcs, x, h0, c0, Wx_T, Wh_T, gates, tanh_c, hs, cs
         dc = dc0[lo:hi]                     # ∂L/∂c_t: from step t + 1, then + dcs and through h_t
         dh[:] = 0
         dc[:] = 0
-        da_step = da_buf[chunk, :hi - lo]   # contiguous da[lo:hi, t], the left operand of BLAS
+        rows = hi - lo
+        buf = scratch[chunk]
+        da_step = buf[:G * rows].reshape((rows, G))                 # da[lo:hi, t], contiguous
+        da_step_T = buf[G * rows:2 * G * rows].reshape((G, rows))  # its transpose: BLAS's right operand
+        dh_T = buf[2 * G * rows:2 * G * rows + H * rows].reshape((H, rows))
         for t in range(T - 1, -1, -1):
             for row in range(lo, hi):
                 gate, out = gates[row, t], da_step[row - lo]
@@ -145,7 +159,9 @@ def _lstm_backward_kernel(dhs, dcs, x, h0, c0, Wx_T, Wh_T, gates, tanh_c, hs, cs
                 for j in range(H):
                     dc_row[j] *= g_f[j]     # now ∂L/∂c_{t-1} through c_t
                 da[row, t] = out
-            np.dot(da_step, Wh_T, dh)       # (rows, 4H) @ (4H, H): ∂L/∂h_{t-1} through a_t
+            _transpose(da_step, da_step_T)
+            np.dot(Wh, da_step_T, dh_T)     # (H, 4H) @ (4H, rows) = (∂L/∂h_{t-1} through a_t)ᵀ
+            _transpose(dh_T, dh)
         # The weight products for this chunk's rows: (rows·T, ·) matrices, one BLAS call each.
         n = (hi - lo) * T
         da_rows = da[lo:hi].reshape((n, G))
@@ -164,6 +180,20 @@ def _lstm_backward_kernel(dhs, dcs, x, h0, c0, Wx_T, Wh_T, gates, tanh_c, hs, cs
             row_da = da_rows[r]
             for j in range(G):
                 db[j] += row_da[j]
+
+
+@njit(cache=True)
+def _transpose(src, dst):
+    """dst (n, m) = srcᵀ, src (m, n); both contiguous.  In blocks of 16 rows of src, so that writes go
+    along dst's rows: writing down a column of dst steps by its row length, at H = 256 a multiple of
+    4 KiB, and every such write lands in the same L1 cache set (this was 10 ms of a 45 ms LSTM step)."""
+    m, n = src.shape
+    for j0 in range(0, m, 16):
+        j1 = min(m, j0 + 16)
+        for i in range(n):
+            out = dst[i]
+            for j in range(j0, j1):
+                out[j] = src[j, i]
 
 
 @njit(cache=True)
@@ -199,12 +229,11 @@ def lstm_forward(x, h0, c0, Wx, Wh, b):
     cs = np.empty((B, T, H), dtype=dtype)
     n_chunks = _n_chunks(B)
     rows = (B + n_chunks - 1) // n_chunks
-    h_buf = np.empty((n_chunks, rows, H), dtype=dtype)
-    rec_buf = np.empty((n_chunks, rows, 4 * H), dtype=dtype)
+    scratch = np.empty((n_chunks, 9 * H * rows), dtype=dtype)
     kernel = for_thread_count(_lstm_forward_kernel, _lstm_forward_serial)
     with single_threaded_blas():        # BLAS calls inside the prange: see _threads and the docstring
         kernel(x, np.ascontiguousarray(Wx), np.ascontiguousarray(b), np.ascontiguousarray(h0),
-               np.ascontiguousarray(c0), np.ascontiguousarray(Wh), gates, tanh_c, hs, cs, h_buf, rec_buf)
+               np.ascontiguousarray(c0), np.ascontiguousarray(Wh.T), gates, tanh_c, hs, cs, scratch)
     return hs, cs, FusedLSTMCache(x, h0, c0, Wx, Wh, gates, tanh_c, hs, cs)
 
 
@@ -226,11 +255,11 @@ def lstm_backward(dhs, dcs, cache):
     dWx_parts = np.empty((n_chunks, D, 4 * H), dtype=dtype)
     dWh_parts = np.empty((n_chunks, H, 4 * H), dtype=dtype)
     db_parts = np.empty((n_chunks, 4 * H), dtype=dtype)
-    da_buf = np.empty((n_chunks, rows, 4 * H), dtype=dtype)
+    scratch = np.empty((n_chunks, 9 * H * rows), dtype=dtype)
     h_prev_buf = np.empty((n_chunks, rows * T, H), dtype=dtype)
     kernel = for_thread_count(_lstm_backward_kernel, _lstm_backward_serial)
     with single_threaded_blas():
         kernel(dhs, dcs, x, np.ascontiguousarray(h0), np.ascontiguousarray(c0), np.ascontiguousarray(Wx.T),
-               np.ascontiguousarray(Wh.T), gates, tanh_c, hs, cs, da, dx, dh0, dc0, dWx_parts, dWh_parts,
-               db_parts, da_buf, h_prev_buf)
+               np.ascontiguousarray(Wh), gates, tanh_c, hs, cs, da, dx, dh0, dc0, dWx_parts, dWh_parts,
+               db_parts, scratch, h_prev_buf)
     return dx, dh0, dc0, _sum_parts(dWx_parts), _sum_parts(dWh_parts), _sum_parts(db_parts)
