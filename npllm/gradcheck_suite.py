@@ -86,6 +86,12 @@ def _cases(name, rng):
                    args, {"n_head": 2, "causal": True})
         yield Case("(1,1,8) 4 heads", L.multi_head_attention_forward, L.multi_head_attention_backward,
                    [a[:1, :1] if a.ndim == 3 else a for a in args], {"n_head": 4})
+    elif name == "mlp":
+        C, M = 5, 12
+        args = [_n(rng, 2, 3, C), 0.5 * _n(rng, C, M), 0.1 * _n(rng, M), 0.5 * _n(rng, M, C), 0.1 * _n(rng, C)]
+        yield Case("(2,3,5) width 12, tanh", L.mlp_forward, L.mlp_backward, args, {"approximate": "tanh"})
+        yield Case("(4,5) width 12, erf", L.mlp_forward, L.mlp_backward, [_n(rng, 4, C)] + args[1:],
+                   {"approximate": "none"})
     else:
         raise KeyError(name)
 

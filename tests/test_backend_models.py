@@ -37,17 +37,20 @@ def test_training_steps_give_the_same_losses_on_numpy_and_numba(make_model):
     np.testing.assert_allclose(kernels, reference, rtol=1e-5)
 
 
-def test_gpt_attention_is_one_fused_op_where_the_backend_has_it(monkeypatch):
+def test_gpt_attention_and_mlp_are_fused_ops_where_the_backend_has_them(monkeypatch):
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8), seed=0)
     x = np.zeros((1, 8), dtype=np.int64)
     for name in ("numpy", "numba"):
         with use_backend(name):
-            assert model.forward(x)[1].blocks[0].c_attn is None      # multi_head_attention's cache
+            block = model.forward(x)[1].blocks[0]
+            assert block.c_attn is None and block.gelu is None     # multi_head_attention's and mlp's caches
     kernels = backend._load("numba")
-    monkeypatch.delattr(kernels, "multi_head_attention_forward")     # a backend without the fused op
+    monkeypatch.delattr(kernels, "multi_head_attention_forward")     # a backend without the fused ops
+    monkeypatch.delattr(kernels, "mlp_forward")
     with use_backend("numba"):
         logits, cache = model.forward(x)
         assert type(cache.blocks[0].attn).__name__ == "FlashAttentionCache"   # its attention kernel
+        assert type(cache.blocks[0].gelu).__name__ == "FusedGeluCache"
         assert cache.blocks[0].c_attn is not None
         grads = model.backward(np.ones_like(logits), cache)
     with use_backend("numpy"):

@@ -21,7 +21,7 @@ pytest.importorskip("numba")
 import npllm.layers as ref  # noqa: E402
 from npllm.backend import ops, use_backend  # noqa: E402
 from npllm.gradcheck import check_op  # noqa: E402
-from npllm_kernels.cpu import activations, cross_entropy, layer_norm  # noqa: E402
+from npllm_kernels.cpu import activations, cross_entropy, layer_norm, mlp  # noqa: E402
 
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 dtypes = st.sampled_from([np.float32, np.float64])
@@ -286,3 +286,66 @@ def test_parallel_kernels_used_on_large_inputs_match_the_reference(op, dtype, pa
         targets = rng.integers(0, 33, (5, 9))
         assert_matches_reference("cross_entropy", [x, targets], {}, [1.0], dtype,
                                  out_scales=[max(1.0, float(np.max(np.abs(x))))])
+
+
+# ---- the feed-forward block (linear → GELU → linear) ----
+
+def _mlp_inputs(rng, lead, C, M, dtype, biases=True):
+    arrays = [rng.standard_normal(lead + (C,)), rng.standard_normal((C, M)) / np.sqrt(C),
+              0.1 * rng.standard_normal(M), rng.standard_normal((M, C)) / np.sqrt(M), 0.1 * rng.standard_normal(C)]
+    arrays = [a.astype(dtype) for a in arrays]
+    if not biases:
+        arrays[2] = arrays[4] = None
+    return arrays
+
+
+@given(dtype=dtypes, seed=seeds, lead=st.sampled_from([(1,), (3, 5), (2, 1, 4)]), C=st.sampled_from([1, 6]),
+       M=st.sampled_from([1, 7, 24]), approximate=st.sampled_from(["tanh", "none"]), biases=st.booleans())
+def test_mlp_matches_reference(dtype, seed, lead, C, M, approximate, biases):
+    rng = np.random.default_rng(seed)
+    inputs = _mlp_inputs(rng, lead, C, M, dtype, biases)
+    dy = rng.standard_normal(lead + (C,)).astype(dtype)
+    originals = [None if a is None else a.copy() for a in inputs + [dy]]
+    y, cache = mlp.mlp_forward(*inputs, approximate=approximate)
+    grads = mlp.mlp_backward(dy, cache)
+    ref_y, ref_cache = ref.mlp_forward(*[None if a is None else a.astype(np.float64) for a in inputs],
+                                       approximate=approximate)
+    ref_grads = ref.mlp_backward(dy.astype(np.float64), ref_cache)
+    assert_close(y, ref_y, dtype, "y")
+    for name, grad, ref_grad in zip(("dx", "dW_fc", "db_fc", "dW_proj", "db_proj"), grads, ref_grads):
+        assert (grad is None) == (ref_grad is None), name
+        if grad is not None:
+            assert_close(grad, ref_grad, dtype, name)
+    for before, after in zip(originals, inputs + [dy]):
+        if before is not None:
+            np.testing.assert_array_equal(after, before, err_msg="mlp modified an input")
+
+
+def test_mlp_layers_interleave_like_a_model():
+    # The backward's reused buffers: two layers' gradients, taken in reverse order, stay the reference's.
+    rng = np.random.default_rng(13)
+    layers = [_mlp_inputs(rng, (2, 5), 4, 16, np.float64) for _ in range(2)]
+    dys = [rng.standard_normal((2, 5, 4)) for _ in range(2)]
+    caches = [mlp.mlp_forward(*inputs)[1] for inputs in layers]
+    grads = [mlp.mlp_backward(dy, cache) for dy, cache in zip(dys[::-1], caches[::-1])]
+    for layer_grads, inputs, dy in zip(grads, layers[::-1], dys[::-1]):
+        for grad, ref_grad in zip(layer_grads, ref.mlp_backward(dy, ref.mlp_forward(*inputs)[1])):
+            np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_mlp_passes_gradient_check_and_rejects_bad_inputs_like_the_reference():
+    rng = np.random.default_rng(14)
+    report = check_op(mlp.mlp_forward, mlp.mlp_backward, _mlp_inputs(rng, (2, 3), 5, 12, np.float64))
+    assert report.passed, report
+    for name in ("mlp_forward", "mlp_backward"):
+        assert inspect.signature(getattr(mlp, name)) == inspect.signature(getattr(ref, name)), name
+    x, W_fc, b_fc, W_proj, b_proj = _mlp_inputs(rng, (2, 3), 5, 12, np.float64)
+    for bad in ([x, W_fc, b_fc, W_proj[:4], b_proj], [x, W_fc, b_fc, W_proj, b_proj[:2]],
+                [x[..., :4], W_fc, b_fc, W_proj, b_proj], [x.astype(np.float32), W_fc, b_fc, W_proj, b_proj]):
+        with pytest.raises((TypeError, ValueError)) as expected:
+            ref.mlp_forward(*bad)
+        with pytest.raises(expected.type) as actual:
+            mlp.mlp_forward(*bad)
+        assert str(actual.value) == str(expected.value)
+    with pytest.raises(TypeError, match="FusedMLPCache"):
+        mlp.mlp_backward(np.zeros((2, 3, 5)), ref.mlp_forward(x, W_fc, b_fc, W_proj, b_proj)[1])

@@ -18,6 +18,7 @@ from npllm.layers.embedding import embedding_backward, embedding_forward
 from npllm.layers.gru import gru_backward, gru_forward, gru_step_backward, gru_step_forward, init_gru
 from npllm.layers.layer_norm import layer_norm_backward, layer_norm_forward
 from npllm.layers.linear import linear_backward, linear_forward
+from npllm.layers.mlp import mlp_backward, mlp_forward
 from npllm.layers.lstm import init_lstm, lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
 from npllm.layers.positional import sinusoidal_positions
 from npllm.layers.rnn import init_rnn, rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
@@ -32,4 +33,4 @@ def matmul(a, b):
 
 OPS = ("linear", "embedding", "tanh", "sigmoid", "relu", "gelu", "softmax", "log_softmax", "cross_entropy",
        "layer_norm", "dropout", "rnn_step", "rnn", "lstm_step", "lstm", "gru_step", "gru",
-       "scaled_dot_product_attention", "multi_head_attention", "additive_attention")
+       "scaled_dot_product_attention", "multi_head_attention", "additive_attention", "mlp")

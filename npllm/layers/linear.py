@@ -14,8 +14,8 @@ class LinearCache(NamedTuple):
     has_bias: bool
 
 
-def linear_forward(x, W, b):
-    """y = x @ W + b.  x (..., D), W (D, M), b (M,) or None → y (..., M), cache."""
+def check_linear_inputs(x, W, b) -> None:
+    """The forward's argument checks (shared with the ops built on it)."""
     check_float("x", x)
     check_float("W", W, 2, "(D, M)")
     if x.ndim < 1 or x.shape[-1] != W.shape[0]:
@@ -24,6 +24,11 @@ def linear_forward(x, W, b):
         check_float("b", b)
         check_shape("b", b, (W.shape[1],))
     check_same_dtype(x=x, W=W, b=b)
+
+
+def linear_forward(x, W, b):
+    """y = x @ W + b.  x (..., D), W (D, M), b (M,) or None → y (..., M), cache."""
+    check_linear_inputs(x, W, b)
     # One 2-D product over all leading positions: NumPy's matmul on a 3-D x makes one BLAS call per
     # batch row, which is ~25% slower on GPT-sized inputs.
     y = x.reshape(-1, W.shape[0]) @ W                                  # (N, M)

@@ -56,9 +56,9 @@ class BlockCache(NamedTuple):
     attn_c_proj: object     # None, as c_attn
     attn_drop: object
     ln_2: object
-    c_fc: object
+    c_fc: object            # an mlp cache (c_fc, GELU and c_proj) when gelu is None
     gelu: object
-    mlp_c_proj: object
+    mlp_c_proj: object      # None, as gelu
     mlp_drop: object
 
 
@@ -199,9 +199,16 @@ class GPT:
         y, attn_drop = ops.dropout_forward(y, p_drop, rng)
         x = x + y
         h, ln_2 = ops.layer_norm_forward(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])
-        h, c_fc = ops.linear_forward(h, params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"])  # (B, T, 4C)
-        h, gelu = ops.gelu_forward(h, approximate="tanh")
-        h, mlp_c_proj = ops.linear_forward(h, params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"])
+        mlp_weights = (params[p + "mlp.c_fc.weight"], params[p + "mlp.c_fc.bias"],
+                       params[p + "mlp.c_proj.weight"], params[p + "mlp.c_proj.bias"])
+        if provides("mlp_forward"):
+            # linear → GELU → linear as one op (numba's keeps the (B, T, 4C) hidden in reused buffers).
+            h, c_fc = ops.mlp_forward(h, *mlp_weights, approximate="tanh")
+            gelu = mlp_c_proj = None
+        else:
+            h, c_fc = ops.linear_forward(h, mlp_weights[0], mlp_weights[1])          # (B, T, 4C)
+            h, gelu = ops.gelu_forward(h, approximate="tanh")
+            h, mlp_c_proj = ops.linear_forward(h, mlp_weights[2], mlp_weights[3])
         h, mlp_drop = ops.dropout_forward(h, p_drop, rng)
         x = x + h
         return x, BlockCache(ln_1, c_attn, attn, attn_c_proj, attn_drop, ln_2, c_fc, gelu, mlp_c_proj, mlp_drop)
@@ -229,9 +236,14 @@ class GPT:
         NH = self.config.n_head
         # MLP branch: x_out = x_mid + drop(c_proj(gelu(c_fc(ln_2(x_mid))))).
         dh = ops.dropout_backward(dx, cache.mlp_drop)
-        dh, grads[p + "mlp.c_proj.weight"], grads[p + "mlp.c_proj.bias"] = ops.linear_backward(dh, cache.mlp_c_proj)
-        dh = ops.gelu_backward(dh, cache.gelu)
-        dh, grads[p + "mlp.c_fc.weight"], grads[p + "mlp.c_fc.bias"] = ops.linear_backward(dh, cache.c_fc)
+        mlp_names = [p + "mlp.c_fc.weight", p + "mlp.c_fc.bias", p + "mlp.c_proj.weight", p + "mlp.c_proj.bias"]
+        if cache.gelu is None:                                                        # the fused op's cache
+            dh, *mlp_grads = ops.mlp_backward(dh, cache.c_fc)
+            grads.update(zip(mlp_names, mlp_grads))
+        else:
+            dh, grads[mlp_names[2]], grads[mlp_names[3]] = ops.linear_backward(dh, cache.mlp_c_proj)
+            dh = ops.gelu_backward(dh, cache.gelu)
+            dh, grads[mlp_names[0]], grads[mlp_names[1]] = ops.linear_backward(dh, cache.c_fc)
         dh, grads[p + "ln_2.weight"], grads[p + "ln_2.bias"] = ops.layer_norm_backward(dh, cache.ln_2)
         dx = dx + dh                                                                  # residual: both paths
         # Attention branch: x_mid = x_in + drop(c_proj(attn(c_attn(ln_1(x_in))))).

@@ -15,6 +15,7 @@ from npllm_kernels.cpu.cross_entropy import cross_entropy_backward, cross_entrop
 from npllm_kernels.cpu.embedding import embedding_backward, embedding_forward  # noqa: E402
 from npllm_kernels.cpu.layer_norm import layer_norm_backward, layer_norm_forward  # noqa: E402
 from npllm_kernels.cpu.lstm import lstm_backward, lstm_forward  # noqa: E402
+from npllm_kernels.cpu.mlp import mlp_backward, mlp_forward  # noqa: E402
 from npllm_kernels.cpu.attention import (multi_head_attention_backward,  # noqa: E402
                                          multi_head_attention_forward, scaled_dot_product_attention_backward,
                                          scaled_dot_product_attention_forward)

@@ -36,6 +36,26 @@ def _copy_head_rows(src, t0, n, col, scale, dst):
 
 
 @njit(**_OPTIONS)
+def _write_scaled_rows(src, scale, dst, t0, col):
+    """dst[t0 + r, col : col + w] = src[r] · scale for every row r of src (n, w); dst one batch row."""
+    w = src.shape[1]
+    for r in range(src.shape[0]):
+        s, out = src[r], dst[t0 + r, col:col + w]
+        for c in range(w):
+            out[c] = s[c] * scale
+
+
+@njit(**_OPTIONS)
+def _add_scaled_rows(src, scale, dst, t0, col):
+    """dst[t0 + r, col : col + w] += src[r] · scale for every row r of src (n, w)."""
+    w = src.shape[1]
+    for r in range(src.shape[0]):
+        s, out = src[r], dst[t0 + r, col:col + w]
+        for c in range(w):
+            out[c] += s[c] * scale
+
+
+@njit(**_OPTIONS)
 def _row_max(row, start):
     """max(start, max(row)).  Four running maxima: one alone is a chain of dependent compares (each
     waits for the previous, about 4 cycles); four independent chains let the CPU overlap them (2x).
@@ -201,7 +221,10 @@ def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse
                     total += do_row[c] * o_row[c]
                 row_dot[i] = total
             dq_col = dq_off + h * d
-            if not per_tile:
+            # One key tile that every query sees (causal with Tk ≥ Tq, or no causal mask): each dq row
+            # gets exactly one contribution, so it is written, not zeroed and then accumulated.
+            dq_direct = not per_tile and n_k_tiles == 1 and (not causal or offset >= 0)
+            if not per_tile and not dq_direct:
                 for i in range(Tq):
                     dq3[b, i, dq_col:dq_col + d] = 0
             for j0 in range(first_tile * BLOCK_K, min(Tk, last_tile * BLOCK_K), BLOCK_K):
@@ -224,37 +247,39 @@ def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse
                 for i0 in range(i_start, Tq, BLOCK_Q):
                     rows = min(BLOCK_Q, Tq - i0)
                     p = p_strip[i0 - i_start:i0 - i_start + rows]
+                    ds = ds_strip[i0 - i_start:i0 - i_start + rows]
                     np.dot(q_all[i0:i0 + rows], k_tile.T, p)                    # scores S
+                    np.dot(do_all[i0:i0 + rows], v_tile.T, ds)                  # dP = dO Vᵀ
                     if has_mask:
                         _apply_mask(p, bh, mask_heads, i0, j0, mask, mstr)
-                    for r in range(rows):                                       # P = exp(S − L)
-                        row, row_lse = p[r], lse[bh, i0 + r]
+                    for r in range(rows):               # P = exp(S − L), dS = P ⊙ (dP − D), one pass
+                        p_row, ds_row = p[r], ds[r]
+                        row_lse, row_d = lse[bh, i0 + r], row_dot[i0 + r]
                         seen = _n_visible(causal, i0 + r, j0, cols, offset)
                         if row_lse == -np.inf:                                  # fully masked query
                             seen = 0
-                        visible = row[:seen]
+                        p_visible, ds_visible = p_row[:seen], ds_row[:seen]
                         for c in range(seen):
-                            visible[c] = fast_exp(visible[c] - row_lse)
-                        row[seen:] = 0
-                    ds = ds_strip[i0 - i_start:i0 - i_start + rows]
-                    np.dot(do_all[i0:i0 + rows], v_tile.T, ds)                  # dP = dO Vᵀ
-                    for r in range(rows):                                       # dS = P ⊙ (dP − D)
-                        p_row, ds_row, row_d = p[r], ds[r], row_dot[i0 + r]
-                        for c in range(cols):
-                            ds_row[c] = p_row[c] * (ds_row[c] - row_d)
+                            prob = fast_exp(p_visible[c] - row_lse)
+                            p_visible[c] = prob
+                            ds_visible[c] = prob * (ds_visible[c] - row_d)
+                        p_row[seen:] = 0
+                        ds_row[seen:] = 0
                     tmp_q = tmp_buf[:rows * d].reshape((rows, d))
                     np.dot(ds, k_tile, tmp_q)                                   # dQ += dS K / √d
-                    for r in range(rows):
-                        dst = dq_parts[worker, bh, i0 + r] if per_tile else dq3[b, i0 + r, dq_col:dq_col + d]
-                        src = tmp_q[r]
-                        for c in range(d):
-                            dst[c] += src[c] * scale
+                    # (Two loops rather than one over ``a if per_tile else b``: that expression has a
+                    # layout-generic type and the loop over it ran 4x slower.)
+                    if per_tile:
+                        _add_scaled_rows(tmp_q, scale, dq_parts[worker, bh], i0, 0)
+                    elif dq_direct:                     # the only key tile: write, no zeroing first
+                        _write_scaled_rows(tmp_q, scale, dq3[b], i0, dq_col)
+                    else:
+                        _add_scaled_rows(tmp_q, scale, dq3[b], i0, dq_col)
                 dv_tile, dk_tile = dv_buf[:cols * dv].reshape((cols, dv)), dk_buf[:cols * d].reshape((cols, d))
                 np.dot(p_strip.T, do_all[i_start:Tq], dv_tile)                  # dV = Pᵀ dO
                 np.dot(ds_strip.T, q_all[i_start:Tq], dk_tile)                  # dK = dSᵀ Q / √d
-                for r in range(cols):
-                    dv3[b, j0 + r, dv_col:dv_col + dv] = dv_tile[r]
-                    dk3[b, j0 + r, dk_col:dk_col + d] = dk_tile[r]
+                _write_scaled_rows(dv_tile, one, dv3[b], j0, dv_col)
+                _write_scaled_rows(dk_tile, one, dk3[b], j0, dk_col)
     if per_tile:                                    # add the workers' dq parts (in worker order)
         for bh in range(BH):
             b, h = bh // n_head, bh % n_head

@@ -82,16 +82,21 @@ _gelu_tanh_serial = serial_twin(_gelu_tanh_kernel, **_SERIAL_OPTIONS)
 _gelu_erf_serial = serial_twin(_gelu_erf_kernel, **_SERIAL_OPTIONS)
 
 
-def _run(x, dy, approximate, backward):
+def gelu_into(x, dy, approximate, out):
+    """out = GELU(x) (dy None) or dy · GELU'(x); out is a contiguous array of x's size (may be dy)."""
     flat_x = np.ascontiguousarray(x).reshape(-1)
     flat_dy = flat_x if dy is None else np.ascontiguousarray(dy).reshape(-1)
-    out = np.empty_like(flat_x)
+    backward = dy is not None
     if approximate == "tanh":
         kernel = for_thread_count(_gelu_tanh_kernel, _gelu_tanh_serial, flat_x.size)
     else:
         kernel = for_thread_count(_gelu_erf_kernel, _gelu_erf_serial, flat_x.size)
-    kernel(flat_x, flat_dy, out, backward)
-    return out.reshape(x.shape)
+    kernel(flat_x, flat_dy, out.reshape(-1), backward)
+    return out
+
+
+def _run(x, dy, approximate, backward):
+    return gelu_into(x, dy if backward else None, approximate, np.empty(x.shape, dtype=x.dtype))
 
 
 def gelu_forward(x, approximate="tanh"):

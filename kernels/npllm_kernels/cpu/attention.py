@@ -36,7 +36,6 @@ In the bench's GPT step (T = 64) that removes eight activation-sized copies per 
 """
 from __future__ import annotations
 
-import threading
 from typing import NamedTuple
 
 import numba
@@ -48,6 +47,7 @@ from npllm.layers.linear import linear_backward, linear_forward
 from npllm_kernels.cpu import _flash
 from npllm_kernels.cpu._flash import BLOCK_K, BLOCK_Q  # noqa: F401  (re-exported: the tile sizes)
 from npllm_kernels.cpu._threads import for_thread_count, serial_twin, single_threaded_blas
+from npllm_kernels.cpu._workspace import reused_buffer
 
 
 class FlashAttentionCache(NamedTuple):
@@ -203,29 +203,14 @@ def multi_head_attention_forward(x, W_qkv, b_qkv, W_out, b_out, n_head, causal=F
     return y, FlashMultiHeadAttentionCache(qkv_cache, attention, out_cache, int(n_head))
 
 
-_workspace = threading.local()
-
-
-def _reused_buffer(shape, dtype):
-    """An array of this shape and dtype kept between calls (one per thread); see the backward below."""
-    key = (tuple(shape), np.dtype(dtype).str)
-    buffers = _workspace.__dict__.setdefault("buffers", {})
-    if key not in buffers:
-        buffers.clear()                 # one shape at a time: a model's layers all use the same one
-        buffers[key] = np.empty(shape, dtype=dtype)
-    return buffers[key]
-
-
 def multi_head_attention_backward(dy, cache):
     """dy (B, T, C) → dx (B, T, C), dW_qkv (C, 3C), db_qkv (3C,), dW_out (C, C), db_out (C,)."""
     check_cache("cache", cache, FlashMultiHeadAttentionCache)
     dmerged, dW_out, db_out = linear_backward(dy, cache.out)
     B, T, C = cache.attention.out.shape
     # dq | dk | dv, laid out as c_attn's output. It lives only until c_attn's backward below has read
-    # it, so one buffer serves every call: a fresh (B, T, 3C) array each call came from newly mapped
-    # memory and the kernel paid a page fault per 4 KiB on first write (about 250 faults, 0.6 ms, a
-    # call in the bench's GPT step).
-    dqkv = _reused_buffer((B, T, 3 * C), dmerged.dtype)
+    # it, so one buffer serves every call (``_workspace``: a fresh one cost about 250 page faults).
+    dqkv = reused_buffer("multi_head_attention.dqkv", (B, T, 3 * C), dmerged.dtype)
     _attend_backward(cache.attention, np.ascontiguousarray(dmerged), dqkv, dqkv, dqkv, (0, C, 2 * C))
     dx, dW_qkv, db_qkv = linear_backward(dqkv, cache.qkv)
     return dx, dW_qkv, db_qkv, dW_out, db_out
