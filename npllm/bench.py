@@ -10,8 +10,12 @@ How it measures, so numbers can be trusted:
 * every kernel is **validated against the reference before it is timed** (outputs and gradients; the
   worst error relative to the largest reference entry is printed), and a failing one is not timed;
 * **steady state, interleaved**: each function runs once (compile, cache load, warm-up), then the
-  reference and the kernel take turns; the table shows the fastest of the runs (the machine at its
-  least disturbed: PERF-NOTES lessons 4-5, other processes and idle-pool effects only ever add time);
+  reference and the kernel take turns, three calls a turn (the first call after the other side's
+  turn pays for OpenBLAS's workers still spinning from it, which a run on one backend never does);
+  the table shows the fastest call (the machine at its least disturbed: PERF-NOTES lessons 4-5,
+  other processes and idle-pool effects only ever add time);
+* **the same process settings as ``npllm train``**: glibc keeps freed memory (``keep_freed_memory``),
+  so steps do not page-fault their activations in again;
 * **peak memory** is tracemalloc's peak during one call, above what was allocated before it: NumPy
   reports its arrays to tracemalloc, and the kernels' wrappers allocate outputs and scratch with NumPy.
   Arrays allocated inside ``@njit`` code are invisible to it (ours allocate only small tiles there);

@@ -81,8 +81,8 @@ def _add_train(sub):
                    help="default: $NPLLM_BACKEND or numpy")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
     p.add_argument("--blas-threads", type=positive_int, default=None,
-                   help="threads for NumPy's matrix products; default: 1 for models up to width 256 (their "
-                   "small matmuls gain little from more, and idle BLAS threads spin), else BLAS's own choice")
+                   help="threads for NumPy's matrix products while training; default: BLAS's own choice "
+                   "(every core)")
     p.add_argument("--out-dir", default="./out", help="checkpoints, metrics.jsonl and loss.png go here")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out-dir")
     p.add_argument("--init-from", default=None,
