@@ -349,3 +349,15 @@ def test_mlp_passes_gradient_check_and_rejects_bad_inputs_like_the_reference():
         assert str(actual.value) == str(expected.value)
     with pytest.raises(TypeError, match="FusedMLPCache"):
         mlp.mlp_backward(np.zeros((2, 3, 5)), ref.mlp_forward(x, W_fc, b_fc, W_proj, b_proj)[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mlp_parallel_kernels_match_the_reference(dtype, parallel_on_any_size):
+    rng = np.random.default_rng(15)
+    inputs = _mlp_inputs(rng, (3, 37), 6, 20, dtype)
+    dy = rng.standard_normal((3, 37, 6)).astype(dtype)
+    grads = mlp.mlp_backward(dy, mlp.mlp_forward(*inputs)[1])
+    ref_grads = ref.mlp_backward(dy.astype(np.float64),
+                                 ref.mlp_forward(*[a.astype(np.float64) for a in inputs])[1])
+    for name, grad, ref_grad in zip(("dx", "dW_fc", "db_fc", "dW_proj", "db_proj"), grads, ref_grads):
+        assert_close(grad, ref_grad, dtype, name)
