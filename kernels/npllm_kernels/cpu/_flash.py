@@ -36,23 +36,17 @@ def _copy_head_rows(src, t0, n, col, scale, dst):
 
 
 @njit(**_OPTIONS)
-def _write_scaled_rows(src, scale, dst, t0, col):
-    """dst[t0 + r, col : col + w] = src[r] · scale for every row r of src (n, w); dst one batch row."""
+def _put_scaled_rows(src, scale, dst, t0, col, accumulate):
+    """dst[t0 + r, col : col + w] = (or +=, when ``accumulate``) src[r] · scale for each row r of src (n, w)."""
     w = src.shape[1]
     for r in range(src.shape[0]):
         s, out = src[r], dst[t0 + r, col:col + w]
-        for c in range(w):
-            out[c] = s[c] * scale
-
-
-@njit(**_OPTIONS)
-def _add_scaled_rows(src, scale, dst, t0, col):
-    """dst[t0 + r, col : col + w] += src[r] · scale for every row r of src (n, w)."""
-    w = src.shape[1]
-    for r in range(src.shape[0]):
-        s, out = src[r], dst[t0 + r, col:col + w]
-        for c in range(w):
-            out[c] += s[c] * scale
+        if accumulate:
+            for c in range(w):
+                out[c] += s[c] * scale
+        else:
+            for c in range(w):
+                out[c] = s[c] * scale
 
 
 @njit(**_OPTIONS)
@@ -270,16 +264,14 @@ def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse
                     # (Two loops rather than one over ``a if per_tile else b``: that expression has a
                     # layout-generic type and the loop over it ran 4x slower.)
                     if per_tile:
-                        _add_scaled_rows(tmp_q, scale, dq_parts[worker, bh], i0, 0)
-                    elif dq_direct:                     # the only key tile: write, no zeroing first
-                        _write_scaled_rows(tmp_q, scale, dq3[b], i0, dq_col)
-                    else:
-                        _add_scaled_rows(tmp_q, scale, dq3[b], i0, dq_col)
+                        _put_scaled_rows(tmp_q, scale, dq_parts[worker, bh], i0, 0, True)
+                    else:                               # the only key tile: written, no zeroing first
+                        _put_scaled_rows(tmp_q, scale, dq3[b], i0, dq_col, not dq_direct)
                 dv_tile, dk_tile = dv_buf[:cols * dv].reshape((cols, dv)), dk_buf[:cols * d].reshape((cols, d))
                 np.dot(p_strip.T, do_all[i_start:Tq], dv_tile)                  # dV = Pᵀ dO
                 np.dot(ds_strip.T, q_all[i_start:Tq], dk_tile)                  # dK = dSᵀ Q / √d
-                _write_scaled_rows(dv_tile, one, dv3[b], j0, dv_col)
-                _write_scaled_rows(dk_tile, one, dk3[b], j0, dk_col)
+                _put_scaled_rows(dv_tile, one, dv3[b], j0, dv_col, False)
+                _put_scaled_rows(dk_tile, one, dk3[b], j0, dk_col, False)
     if per_tile:                                    # add the workers' dq parts (in worker order)
         for bh in range(BH):
             b, h = bh // n_head, bh % n_head

@@ -13,7 +13,8 @@ steals a core from whatever runs next.  The choices made here:
   with OpenMP and ``OMP_WAIT_POLICY=passive``; an empty parallel region costs 12 µs (24 µs after 2 ms
   idle) with workqueue against 1.5 µs back to back but a median 5.9 ms after 2 ms idle with OpenMP.
 * **Numba uses every core** (``numba.get_num_threads()``, 2 here); we never change it globally.
-* **BLAS runs on one thread inside a kernel that calls ``np.dot`` per tile** (attention): the kernel's
+* **BLAS runs on one thread inside a kernel that calls ``np.dot``** (attention's tiles, the LSTM's
+  per-chunk products): the kernel's
   ``prange`` already keeps every core busy, and a multi-threaded BLAS inside each of its tasks would
   oversubscribe the cores (PERF-NOTES lesson 1: 100 ms vs 510 ms).  :func:`single_threaded_blas` is the
   context manager the Python wrappers put around such a kernel; it reuses one threadpoolctl controller,
@@ -24,6 +25,11 @@ steals a core from whatever runs next.  The choices made here:
   machine, far more when other processes hold the cores).  Measured on the bench's GPT step, 1 Numba +
   1 BLAS thread, interleaved best of 25 s: 96.9 ms with parallel GELU/layer norm/cross-entropy kernels,
   93.5 ms with serial twins.
+* **Inside a training step the two pools still meet**: after each multi-threaded NumPy product
+  OpenBLAS's second thread spins for a while, so on 2 cores a parallel Numba kernel right after it
+  gets about one core (the GPT step's flash backward: 0.6 ms parallel, 1.0 ms serial alone, about
+  1.3 ms median inside a step either way). Kernels that run whole on Numba's pool with single-threaded
+  BLAS (the LSTM: projection, recurrence and weight products in one region) avoid it: 55 → 45 ms.
 * **BLAS outside the kernels keeps its own thread count.**  When other processes hold a core,
   OpenBLAS's two threads wait on each other (the reference attention at T = 1024 took 1.1 s with two
   BLAS threads and 0.31 s with one on the busy machine); on an idle machine two threads are up to 2x
