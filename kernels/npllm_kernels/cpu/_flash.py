@@ -112,10 +112,13 @@ def forward_kernel(q3, q_off, k3, k_off, v3, v_off, n_head, d, dv, scale, mask, 
             q_tile = q_buf[:rows * d].reshape((rows, d))
             _copy_head_rows(q3[b], i0, rows, q_off + h * d, scale, q_tile)   # fold 1/√d into Q once
             acc = acc_buf[:rows * dv].reshape((rows, dv))
-            acc[:] = 0
             m[:] = -np.inf
             l[:] = 0
             key_stop = min(Tk, i0 + rows + offset) if causal else Tk   # later keys: masked for every row
+            # All keys in one tile (short sequences): P V goes straight into acc, with nothing to rescale.
+            one_tile = key_stop <= BLOCK_K
+            if not one_tile:
+                acc[:] = 0
             for j0 in range(0, max(key_stop, 0), BLOCK_K):
                 cols = min(BLOCK_K, key_stop - j0)
                 k_tile, v_tile = k_buf[:cols * d].reshape((cols, d)), v_buf[:cols * dv].reshape((cols, dv))
@@ -142,11 +145,15 @@ def forward_kernel(q3, q_off, k3, k_off, v3, v_off, n_head, d, dv, scale, mask, 
                     row[seen:] = 0
                     l[r] = l[r] * alpha + total
                     m[r] = row_max
-                    for c in range(dv):
-                        acc[r, c] *= alpha
-                pv = pv_buf[:rows * dv].reshape((rows, dv))
-                np.dot(s, v_tile, pv)                                   # P V for this tile, BLAS
-                acc += pv
+                    if not one_tile:
+                        for c in range(dv):
+                            acc[r, c] *= alpha
+                if one_tile:
+                    np.dot(s, v_tile, acc)                              # P V, BLAS
+                else:
+                    pv = pv_buf[:rows * dv].reshape((rows, dv))
+                    np.dot(s, v_tile, pv)                               # P V for this tile, BLAS
+                    acc += pv
             col = o_off + h * dv
             for r in range(rows):
                 out = o3[b, i0 + r, col:col + dv]
