@@ -13,7 +13,7 @@ import inspect
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("numba")
@@ -241,11 +241,18 @@ def test_fused_multi_head_attention_matches_reference(seed, dtype, B, T, n_head,
         np.testing.assert_array_equal(after, before, err_msg="an input was modified")
 
 
-def test_fused_multi_head_attention_passes_gradient_check():
-    rng = np.random.default_rng(10)
-    inputs = _mha_inputs(rng, 2, 5, 6, np.float64)
+@settings(max_examples=6)
+@given(seed=st.integers(0, 2**32 - 1), B=st.integers(1, 2), T=st.sampled_from([1, 3, 5]),
+       n_head=st.sampled_from([1, 2]), causal=st.booleans(), fully_masked=st.booleans())
+def test_fused_multi_head_attention_passes_gradient_check(seed, B, T, n_head, causal, fully_masked):
+    rng = np.random.default_rng(seed)
+    inputs = _mha_inputs(rng, B, T, 2 * n_head, np.float64)
+    mask = None
+    if fully_masked:                                   # the last query sees no key: no gradient through it
+        mask = np.ones((T, T), dtype=bool)
+        mask[-1] = False
     report = check_op(attention.multi_head_attention_forward, attention.multi_head_attention_backward, inputs,
-                      {"n_head": 2, "causal": True})
+                      {"n_head": n_head, "causal": causal, "mask": mask})
     assert report.passed, report
 
 

@@ -14,7 +14,7 @@ import inspect
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("numba")
@@ -333,10 +333,18 @@ def test_mlp_layers_interleave_like_a_model():
             np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
 
 
-def test_mlp_passes_gradient_check_and_rejects_bad_inputs_like_the_reference():
-    rng = np.random.default_rng(14)
-    report = check_op(mlp.mlp_forward, mlp.mlp_backward, _mlp_inputs(rng, (2, 3), 5, 12, np.float64))
+@settings(max_examples=6)
+@given(seed=seeds, lead=st.sampled_from([(1,), (2, 3)]), C=st.sampled_from([1, 5]), M=st.sampled_from([3, 12]),
+       approximate=st.sampled_from(["tanh", "none"]))
+def test_mlp_passes_gradient_check(seed, lead, C, M, approximate):
+    rng = np.random.default_rng(seed)
+    report = check_op(mlp.mlp_forward, mlp.mlp_backward, _mlp_inputs(rng, lead, C, M, np.float64),
+                      {"approximate": approximate})
     assert report.passed, report
+
+
+def test_mlp_rejects_bad_inputs_like_the_reference():
+    rng = np.random.default_rng(14)
     for name in ("mlp_forward", "mlp_backward"):
         assert inspect.signature(getattr(mlp, name)) == inspect.signature(getattr(ref, name)), name
     x, W_fc, b_fc, W_proj, b_proj = _mlp_inputs(rng, (2, 3), 5, 12, np.float64)
