@@ -25,9 +25,11 @@ thread owns its scratch (allocated here in Python, visible to tracemalloc) and c
 different cost are spread evenly. The backward runs one item per batch·head when there are at least as
 many as threads (dQ written in place); otherwise one per (batch·head, key tile), each thread summing its
 dQ into its own buffer, added up at the end. ``fast_exp`` (``_math``) keeps the exp loops vectorized.
-The loops live in ``_flash.py``; they read every head straight out of a (B, T, H·d) array, so the
-``split_heads`` views a model passes cost no copy, and the output is returned as the same kind of view
-(``merge_heads`` of it is free).
+The loops live in ``_flash.py``; they read every head as a column block of a 3-D array, the (B, T, H·d)
+parent of the ``split_heads`` views a model passes or a contiguous input seen as (B·H, T, d), so neither
+costs a copy, and the output is returned as the same kind of view (``merge_heads`` of it is free).
+Measured (2-core Xeon, ``npllm bench --only attention``, causal, B=H=4, d=64, T=1024): 48-58 ms and
+19 MiB against the reference's 234-272 ms and 208 MiB.
 
 ``multi_head_attention_forward/backward`` (GPT-2's self-attention) run the q|k|v and output
 projections with the reference's ``linear`` (BLAS) and the flash loops directly on the (B, T, 3C)
