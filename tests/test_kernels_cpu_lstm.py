@@ -30,10 +30,11 @@ def _lstm_inputs(rng, B, T, D, H, dtype, weight_scale=1.0):
                                       params["b"] + 0.1 * rng.standard_normal(4 * H))]
 
 
-def _assert_close(actual, desired, dtype, name):
+def _assert_close(actual, desired, dtype, name, scale=None):
     assert actual.dtype == dtype, f"{name}: dtype {actual.dtype}"
     assert actual.shape == desired.shape, f"{name}: shape {actual.shape} vs {desired.shape}"
-    scale = float(np.max(np.abs(desired), initial=0.0))
+    if scale is None:
+        scale = float(np.max(np.abs(desired), initial=0.0))
     np.testing.assert_allclose(actual, desired.astype(dtype), rtol=RTOL[dtype], atol=RTOL[dtype] * scale,
                                err_msg=name)
 
@@ -67,8 +68,13 @@ def test_lstm_matches_reference(dtype, seed, B, T, D, H, weight_scale, upstream)
     grads = lstm.lstm_backward(dhs, dcs, cache)
     ref_grads = ref.lstm_backward(*[None if d is None else d.astype(np.float64) for d in (dhs, dcs)], ref_cache)
     assert len(grads) == 6
+    # dh0 = da_0 Whᵀ and dx = da Wxᵀ are sums of the same kind of terms; with saturated gates and
+    # H = 1 dh0's few terms can cancel to 1/1000 of their size, and its float32 rounding is relative to
+    # them: dx's size is the scale for both.
+    top = lambda a: float(np.max(np.abs(a), initial=0.0))  # noqa: E731
+    scales = {"dx": max(top(ref_grads[0]), top(ref_grads[1])), "dh0": max(top(ref_grads[0]), top(ref_grads[1]))}
     for name, grad, ref_grad in zip(GRAD_NAMES, grads, ref_grads):
-        _assert_close(grad, ref_grad, dtype, name)
+        _assert_close(grad, ref_grad, dtype, name, scales.get(name))
     for before, after in zip(originals, inputs + [d for d in (dhs, dcs) if d is not None]):
         np.testing.assert_array_equal(after, before, err_msg="lstm modified an input")
 
