@@ -58,16 +58,10 @@ def perplexity(loss: float) -> float:
 
 def run_from_args(args) -> int:
     """``npllm eval``: print the loss and perplexity of --checkpoint on --data (default: its val split)."""
-    from npllm.checkpoint import load_checkpoint
     from npllm.errors import UsageError
-    from npllm.models import model_from_checkpoint
-    from npllm.train import blas_threads, corpus_ids, keep_freed_memory, select_backend, tokenizer_from_checkpoint
+    from npllm.train import blas_threads, corpus_ids, open_checkpoint
 
-    select_backend(args.backend)
-    keep_freed_memory()
-    checkpoint = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(checkpoint)
-    tokenizer = tokenizer_from_checkpoint(checkpoint)
+    checkpoint, model, tokenizer = open_checkpoint(args)
     if args.data is not None:
         ids = corpus_ids(args.data, tokenizer, "--data")
         what = args.data

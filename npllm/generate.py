@@ -131,16 +131,10 @@ def prompt_ids(tokenizer, prompt: str) -> tuple[list[int], bool]:
 
 def run_from_args(args) -> int:
     """``npllm generate``: load a checkpoint, sample --num-samples texts, print them to stdout."""
-    from npllm.checkpoint import load_checkpoint
     from npllm.errors import UsageError
-    from npllm.models import model_from_checkpoint
-    from npllm.train import blas_threads, keep_freed_memory, select_backend, tokenizer_from_checkpoint
+    from npllm.train import blas_threads, open_checkpoint
 
-    select_backend(args.backend)
-    keep_freed_memory()
-    checkpoint = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(checkpoint)
-    tokenizer = tokenizer_from_checkpoint(checkpoint)
+    _, model, tokenizer = open_checkpoint(args)
     try:
         ids, echo = prompt_ids(tokenizer, args.prompt)
     except ValueError as exc:

@@ -280,6 +280,17 @@ def tokenizer_from_checkpoint(checkpoint):
         raise CheckpointError(f"the checkpoint's tokenizer is missing or malformed: {exc}") from None
 
 
+def open_checkpoint(args):
+    """What ``npllm generate`` and ``npllm eval`` start with: select --backend, keep freed memory, load
+    --checkpoint → (checkpoint, model, tokenizer)."""
+    from npllm.checkpoint import load_checkpoint
+    from npllm.models import model_from_checkpoint
+    select_backend(args.backend)
+    keep_freed_memory()
+    checkpoint = load_checkpoint(args.checkpoint)
+    return checkpoint, model_from_checkpoint(checkpoint), tokenizer_from_checkpoint(checkpoint)
+
+
 def corpus_ids(path, tokenizer, flag: str, split: bool = False):
     """Token ids (N,) of the text file at path (None: the built-in corpus); split=True → (train, val)."""
     from npllm.data import builtin_corpus, encode_corpus, load_text, train_val_split
