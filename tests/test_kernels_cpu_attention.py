@@ -277,12 +277,15 @@ def test_fused_multi_head_attention_layers_interleave_like_a_model():
 def test_fused_multi_head_attention_signatures_and_errors_equal_the_reference():
     for name in ("multi_head_attention_forward", "multi_head_attention_backward"):
         assert inspect.signature(getattr(attention, name)) == inspect.signature(getattr(ref, name)), name
-    bad = (np.zeros((1, 2, 6)), np.zeros((6, 18)), np.zeros(18), np.zeros((6, 6)), np.zeros(6), 4)
-    with pytest.raises(ValueError) as expected:
-        ref.multi_head_attention_forward(*bad)
-    with pytest.raises(ValueError) as actual:
-        attention.multi_head_attention_forward(*bad)
-    assert str(actual.value) == str(expected.value)
+    good = (np.zeros((1, 2, 6)), np.zeros((6, 18)), np.zeros(18), np.zeros((6, 6)), np.zeros(6))
+    for args, kwargs in [(good + (4,), {}), (good + (2,), {"causal": 1}),
+                         (good + (2,), {"mask": np.ones((2, 2))}), (good + (2,), {"mask": np.ones((3, 2), bool)})]:
+        with pytest.raises((TypeError, ValueError)) as expected:
+            ref.multi_head_attention_forward(*args, **kwargs)
+        with pytest.raises(expected.type) as actual:
+            attention.multi_head_attention_forward(*args, **kwargs)
+        assert str(actual.value) == str(expected.value)
+    bad = good + (4,)
     _, ref_cache = ref.multi_head_attention_forward(*bad[:5], 2)
     with pytest.raises(TypeError, match="FlashMultiHeadAttentionCache"):
         attention.multi_head_attention_backward(np.zeros((1, 2, 6)), ref_cache)

@@ -194,10 +194,9 @@ def multi_head_attention_forward(x, W_qkv, b_qkv, W_out, b_out, n_head, causal=F
     check_multi_head_inputs(x, W_qkv, W_out, n_head)
     B, T, C = x.shape
     qkv, qkv_cache = linear_forward(x, W_qkv, b_qkv)                 # (B, T, 3C), contiguous
-    q, k, v = (split_heads(part, n_head) for part in np.split(qkv, 3, axis=-1))   # views, for the checks
-    check_attention_inputs(q, k, v, None, False)
+    # q, k, v come from one projection, so only causal and the mask can be wrong (the reference's order).
     _check_causal(causal)
-    check_attention_inputs(q, k, v, mask, False)
+    check_attention_inputs(*(split_heads(part, n_head) for part in np.split(qkv, 3, axis=-1)), mask, False)
     HS = C // n_head
     o3 = np.empty((B, T, C), dtype=qkv.dtype)                         # merged heads, as c_proj wants them
     attention = _attend(qkv, qkv, qkv, (0, C, 2 * C), n_head, (B, n_head, T, T, HS, HS), mask, causal, o3)
