@@ -34,29 +34,39 @@ class FusedGeluCache(NamedTuple):
     approximate: str     # "tanh" or "none"
 
 
+# The GELU(tanh) formula once, for this file's kernel and mlp.py's fused ones (inlined into each).
+# Numba's on-disk cache keys a kernel on its own file only: after editing these two, clear
+# npllm_kernels/cpu/__pycache__ so that mlp.py's kernels are compiled again (as for _math.py).
+@njit(inline="always", fastmath=KERNEL_FASTMATH, error_model="numpy")
+def gelu_tanh(v):
+    """GELU(v), tanh form, for one float32/float64 scalar in an ``@njit`` loop: v σ(2u)."""
+    dtype = type(v)
+    return v * fast_sigmoid(dtype(2.0 * _SQRT_2_OVER_PI) * (v + dtype(0.044715) * v * v * v))
+
+
+@njit(inline="always", fastmath=KERNEL_FASTMATH, error_model="numpy")
+def gelu_tanh_grad(v):
+    """GELU'(v), tanh form, for one scalar: σ(2u) + 2 v σ(2u)(1 − σ(2u)) u'."""
+    dtype = type(v)
+    one, two = dtype(1.0), dtype(2.0)
+    s = fast_sigmoid(dtype(2.0 * _SQRT_2_OVER_PI) * (v + dtype(0.044715) * v * v * v))     # σ(2u)
+    du = dtype(_SQRT_2_OVER_PI) * (one + dtype(3 * 0.044715) * v * v)
+    return s + two * v * s * (one - s) * du
+
+
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
 def _gelu_tanh_kernel(x, dy, out, backward):
     """out = GELU(x), or dy · GELU'(x) when ``backward``; all 1-D of one length, tanh form."""
-    dtype = x.dtype.type
-    k0 = dtype(_SQRT_2_OVER_PI)
-    k1 = dtype(0.044715)
-    k3 = dtype(3 * 0.044715)
-    one = dtype(1.0)
-    two = dtype(2.0)
     for block in prange((x.size + _BLOCK - 1) // _BLOCK):
         # Slices indexed from 0: LLVM can then drop numba's negative-index check and vectorize.
         lo, hi = block * _BLOCK, (block + 1) * _BLOCK
         xb, dyb, outb = x[lo:hi], dy[lo:hi], out[lo:hi]
         if backward:
             for i in range(xb.size):
-                v = xb[i]
-                s = fast_sigmoid(two * k0 * (v + k1 * v * v * v))     # σ(2u)
-                du = k0 * (one + k3 * v * v)
-                outb[i] = dyb[i] * (s + two * v * s * (one - s) * du)
+                outb[i] = dyb[i] * gelu_tanh_grad(xb[i])
         else:
             for i in range(xb.size):
-                v = xb[i]
-                outb[i] = v * fast_sigmoid(two * k0 * (v + k1 * v * v * v))
+                outb[i] = gelu_tanh(xb[i])
 
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")

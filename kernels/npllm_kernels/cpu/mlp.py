@@ -18,7 +18,6 @@ fresh output. (Recomputing h in the backward instead of keeping it saves 1.5 MiB
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -26,12 +25,11 @@ from numba import njit, prange
 
 from npllm.layers._validate import check_cache, upstream_shaped
 from npllm.layers.mlp import check_mlp_inputs
-from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_sigmoid
+from npllm_kernels.cpu._math import KERNEL_FASTMATH
 from npllm_kernels.cpu._threads import for_thread_count, serial_twin
 from npllm_kernels.cpu._workspace import reused_buffer
-from npllm_kernels.cpu.activations import gelu_into
+from npllm_kernels.cpu.activations import gelu_into, gelu_tanh, gelu_tanh_grad
 
-_K0 = math.sqrt(2.0 / math.pi)   # GELU(tanh) = v σ(2 k0 (v + 0.044715 v³)), as in ``activations``
 _N_CHUNKS = 16                   # row chunks for db_fc's partial sums (fixed: thread-count independent)
 
 
@@ -49,21 +47,17 @@ class FusedMLPCache(NamedTuple):
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
 def _bias_gelu_kernel(u, b, h):
     """u (N, M) += b in place and h = GELU(u) (tanh form), in one pass over the rows."""
-    dtype = u.dtype.type
-    k0, k1, two = dtype(_K0), dtype(0.044715), dtype(2.0)
     for row in prange(u.shape[0]):
         u_row, h_row = u[row], h[row]
         for j in range(u_row.shape[0]):
             v = u_row[j] + b[j]
             u_row[j] = v
-            h_row[j] = v * fast_sigmoid(two * k0 * (v + k1 * v * v * v))
+            h_row[j] = gelu_tanh(v)
 
 
 @njit(cache=True, parallel=True, fastmath=KERNEL_FASTMATH, error_model="numpy")
 def _gelu_grad_colsum_kernel(u, dh, du, db_parts):
     """du = dh · GELU'(u) (tanh form) and db_parts[c] = Σ of du over row chunk c, in one pass."""
-    dtype = u.dtype.type
-    k0, k1, k3, one, two = dtype(_K0), dtype(0.044715), dtype(3 * 0.044715), dtype(1.0), dtype(2.0)
     N = u.shape[0]
     n_chunks = db_parts.shape[0]
     for chunk in prange(n_chunks):
@@ -72,9 +66,7 @@ def _gelu_grad_colsum_kernel(u, dh, du, db_parts):
         for row in range(chunk * N // n_chunks, (chunk + 1) * N // n_chunks):
             u_row, dh_row, du_row = u[row], dh[row], du[row]
             for j in range(u_row.shape[0]):
-                v = u_row[j]
-                s = fast_sigmoid(two * k0 * (v + k1 * v * v * v))      # σ(2u), as in ``activations``
-                g = dh_row[j] * (s + two * v * s * (one - s) * k0 * (one + k3 * v * v))
+                g = dh_row[j] * gelu_tanh_grad(u_row[j])
                 du_row[j] = g
                 total[j] += g
 
