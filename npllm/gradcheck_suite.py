@@ -41,11 +41,13 @@ def _cases_elementwise(name, rng):
         yield Case(f"x{shape}", forward, backward, [make(rng, *shape)], {})
     if name == "gelu":
         yield Case("exact erf form", forward, backward, [_n(rng, 4, 6)], {"approximate": "none"})
+    if name == "silu":
+        yield Case("x(5,) wide range", forward, backward, [4 * _n(rng, 5)], {})
 
 
 def _cases(name, rng):
     """Yield the cases for op ``name``."""
-    if name in ("tanh", "sigmoid", "relu", "gelu"):
+    if name in ("tanh", "sigmoid", "relu", "gelu", "silu"):
         yield from _cases_elementwise(name, rng)
     elif name == "linear":
         yield Case("x(1,4)", L.linear_forward, L.linear_backward, [_n(rng, 1, 4), _n(rng, 4, 3), _n(rng, 3)], {})
@@ -92,6 +94,8 @@ def _cases(name, rng):
         yield Case("(2,3,5) width 12, tanh", L.mlp_forward, L.mlp_backward, args, {"approximate": "tanh"})
         yield Case("(4,5) width 12, erf", L.mlp_forward, L.mlp_backward, [_n(rng, 4, C)] + args[1:],
                    {"approximate": "none"})
+    elif name in ("rms_norm", "swiglu", "swiglu_mlp", "rope"):
+        yield from _cases_modern_decoder(name, rng)
     else:
         raise KeyError(name)
 
@@ -123,6 +127,41 @@ def _cases_attention(rng):
                [_n(rng, 2, 2, 3, 4), _n(rng, 2, 2, 6, 4), _n(rng, 2, 2, 6, 5)], {"mask": mask})
     yield Case("causal Tq=2 < Tk=6 (cached keys)", f, b,
                [_n(rng, 1, 2, 2, 4), _n(rng, 1, 2, 6, 4), _n(rng, 1, 2, 6, 4)], {"causal": True})
+    # Grouped-query attention: dk and dv sum over the query heads of their group.
+    yield Case("GQA causal H=4 Hkv=1 (multi-query)", f, b,
+               [_n(rng, 2, 4, 5, 3), _n(rng, 2, 1, 5, 3), _n(rng, 2, 1, 5, 2)], {"causal": True})
+    mask = rng.random((2, 4, 3, 5)) > 0.4
+    mask[1, 2, 0] = False                                    # a fully masked query row
+    yield Case("GQA mask H=4 Hkv=2, Tq=3 Tk=5", f, b,
+               [_n(rng, 2, 4, 3, 4), _n(rng, 2, 2, 5, 4), _n(rng, 2, 2, 5, 3)], {"mask": mask})
+    yield Case("GQA causal H=Hkv=3, Tq=2 < Tk=4", f, b,
+               [_n(rng, 1, 3, 2, 4), _n(rng, 1, 3, 4, 4), _n(rng, 1, 3, 4, 4)], {"causal": True})
+
+
+def _cases_modern_decoder(name, rng):
+    """Llama's ops: RMSNorm, SwiGLU (elementwise and the fused MLP) and RoPE."""
+    if name == "rms_norm":
+        for shape in [(1, 6), (2, 3, 8)]:
+            yield Case(f"x{shape}", L.rms_norm_forward, L.rms_norm_backward,
+                       [_n(rng, *shape), 1 + 0.1 * _n(rng, shape[-1])], {})
+        yield Case("small x, eps=1e-2 matters", L.rms_norm_forward, L.rms_norm_backward,
+                   [0.05 * _n(rng, 3, 4), _n(rng, 4)], {"eps": 1e-2})
+    elif name == "swiglu":
+        yield Case("(2,3,7)", L.swiglu_forward, L.swiglu_backward, [2 * _n(rng, 2, 3, 7), _n(rng, 2, 3, 7)], {})
+        yield Case("(1,4)", L.swiglu_forward, L.swiglu_backward, [_n(rng, 1, 4), _n(rng, 1, 4)], {})
+    elif name == "swiglu_mlp":
+        C, I = 5, 11
+        weights = [0.5 * _n(rng, C, I), 0.5 * _n(rng, C, I), 0.5 * _n(rng, I, C)]
+        yield Case("(2,3,5) intermediate 11", L.swiglu_mlp_forward, L.swiglu_mlp_backward, [_n(rng, 2, 3, C), *weights], {})
+        yield Case("(1,5)", L.swiglu_mlp_forward, L.swiglu_mlp_backward, [_n(rng, 1, C), *weights], {})
+    elif name == "rope":
+        f, b = L.rope_forward, L.rope_backward
+        yield Case("rotate half, positions 0..4", f, b, [_n(rng, 2, 3, 5, 6), np.arange(5)], {})
+        yield Case("rotate half, offset 7 (KV cache), theta=500", f, b, [_n(rng, 1, 2, 3, 8), np.arange(7, 10)],
+                   {"theta": 500.0})
+        yield Case("interleaved, (B,T) non-contiguous positions", f, b,
+                   [_n(rng, 2, 2, 4, 4), np.array([[0, 1, 5, 6], [3, 9, 10, 40]])], {"interleaved": True})
+        yield Case("rotate half, (B,T) positions, T=1", f, b, [_n(rng, 2, 1, 1, 2), np.array([[12], [0]])], {})
 
 
 def _cases_additive_attention(rng):

@@ -1,7 +1,9 @@
-"""Element-wise nonlinearities: tanh, sigmoid, ReLU and GELU (tanh approximation and exact erf form).
+"""Element-wise nonlinearities: tanh, sigmoid, ReLU, GELU (tanh approximation and exact erf form), SiLU.
 
 GELU: Hendrycks & Gimpel (2016), GELU(x) = x Φ(x); GPT-2 uses the tanh approximation
 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))).
+SiLU (swish): Elfwing et al. (2017), Ramachandran et al. (2017), SiLU(x) = x σ(x), whose derivative is
+σ(x) (1 + x (1 − σ(x))); Llama's SwiGLU MLP gates with it (npllm.layers.swiglu).
 """
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ class ReluCache(NamedTuple):
 class GeluCache(NamedTuple):
     x: np.ndarray
     approximate: str
+
+
+class SiluCache(NamedTuple):
+    x: np.ndarray
+    sigmoid: np.ndarray   # σ(x), computed once for the output and reused by the derivative
 
 
 def tanh_forward(x):
@@ -112,3 +119,18 @@ def gelu_backward(dy, cache):
         pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
         grad = cdf + x * pdf
     return (dy * grad).astype(x.dtype, copy=False)
+
+
+def silu_forward(x):
+    """y = x σ(x) (SiLU, swish), any shape → y, cache."""
+    check_float("x", x)
+    s = sigmoid(x)
+    return x * s, SiluCache(x, s)
+
+
+def silu_backward(dy, cache):
+    """dx = dy σ(x) (1 + x (1 − σ(x)))."""
+    check_cache("cache", cache, SiluCache)
+    x, s = cache
+    dy = upstream("dy", dy, x)
+    return dy * (s * (1.0 + x * (1.0 - s)))

@@ -7,6 +7,13 @@ softmax saturates.  Masks: ``mask`` is a bool array broadcastable to (B, H, Tq, 
 ``causal=True`` lets query i see keys j ≤ i + (Tk − Tq), so with a key/value cache (Tk > Tq) the new
 queries see the whole past.  A query with no allowed key outputs zeros and passes no gradient (never
 NaN): its softmax denominator is 0, and we define the row as all-zero probabilities.
+
+Grouped-query attention (Ainslie et al. 2023, "GQA"): k and v may have Hkv heads, fewer than q's H,
+with H a multiple of Hkv; query head h reads kv head h // (H // Hkv), as Hugging Face's ``repeat_kv``.
+Hkv = H is multi-head attention, Hkv = 1 multi-query (Shazeer 2019).  Instead of repeating k and v,
+q is viewed as (B, Hkv, G·Tq, d) with G = H // Hkv: the G query heads of a group become G·Tq rows
+against the same keys, so one product serves them, and in the backward dk = dSᵀ Q and dv = Pᵀ dO
+sum over the group inside the product; dk and dv come back with k's and v's shapes.
 """
 from __future__ import annotations
 
@@ -20,21 +27,32 @@ from npllm.layers.linear import linear_backward, linear_forward
 
 class AttentionCache(NamedTuple):
     q: np.ndarray       # (B, H, Tq, d)
-    k: np.ndarray       # (B, H, Tk, d)
-    v: np.ndarray       # (B, H, Tk, dv)
+    k: np.ndarray       # (B, Hkv, Tk, d), Hkv dividing H
+    v: np.ndarray       # (B, Hkv, Tk, dv)
     probs: np.ndarray   # (B, H, Tq, Tk) attention weights
     scale: float
 
 
-def check_attention_inputs(q, k, v, mask, causal):
-    """Validate q, k, v, mask and causal; return the boolean mask of allowed (query, key) pairs or None."""
+def check_attention_inputs(q, k, v, mask, causal, grouped=False):
+    """Validate q, k, v, mask and causal; return the boolean mask of allowed (query, key) pairs or None.
+
+    ``grouped=True`` accepts k and v with fewer heads than q (grouped-query attention, H a multiple of
+    Hkv); the reference passes it.  Kernels that call this check without it keep requiring Hkv = H, so
+    a backend without grouped-query support raises a clear error instead of reading the wrong heads.
+    """
     check_float("q", q, 4, "(B, H, Tq, d)")
-    check_float("k", k, 4, "(B, H, Tk, d)")
-    check_float("v", v, 4, "(B, H, Tk, dv)")
+    check_float("k", k, 4, "(B, Hkv, Tk, d)")
+    check_float("v", v, 4, "(B, Hkv, Tk, dv)")
     B, H, Tq, d = q.shape
-    Tk = k.shape[2]
-    check_shape("k", k, (B, H, None, d))
-    check_shape("v", v, (B, H, Tk, None))
+    Hkv, Tk = k.shape[1], k.shape[2]
+    if Hkv != H and (Hkv == 0 or H % Hkv):
+        raise ValueError(f"k's head count Hkv (axis 1) must divide q's H = {H} (grouped-query attention: "
+                         f"each kv head serves H // Hkv query heads), got {Hkv} in shape {k.shape}")
+    if Hkv != H and not grouped:
+        raise ValueError(f"k has {Hkv} heads and q {H}: grouped-query attention (fewer k/v heads than q "
+                         f"heads) is computed by the NumPy reference (npllm.layers), not by this kernel")
+    check_shape("k", k, (B, Hkv, None, d))
+    check_shape("v", v, (B, Hkv, Tk, None))
     check_same_dtype(q=q, k=k, v=v)
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
@@ -55,10 +73,15 @@ def check_attention_inputs(q, k, v, mask, causal):
 
 
 def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
-    """softmax(q kᵀ/√d) v.  q (B, H, Tq, d), k (B, H, Tk, d), v (B, H, Tk, dv) → out (B, H, Tq, dv), cache."""
-    allowed = check_attention_inputs(q, k, v, mask, causal)
-    scale = 1.0 / np.sqrt(q.shape[-1])
-    scores = (q @ k.swapaxes(-1, -2)) * q.dtype.type(scale)          # (B, H, Tq, Tk)
+    """softmax(q kᵀ/√d) v.  q (B, H, Tq, d), k (B, Hkv, Tk, d), v (B, Hkv, Tk, dv) with H % Hkv == 0
+    → out (B, H, Tq, dv), cache."""
+    allowed = check_attention_inputs(q, k, v, mask, causal, grouped=True)
+    B, H, Tq, d = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    rows = H // Hkv * Tq if Hkv else 0                               # G·Tq query rows per kv head
+    scale = 1.0 / np.sqrt(d)
+    grouped_q = q.reshape(B, Hkv, rows, d)                           # a group's query heads as extra rows
+    scores = (grouped_q @ k.swapaxes(-1, -2)).reshape(B, H, Tq, Tk) * q.dtype.type(scale)
     if allowed is not None:
         scores = np.where(allowed, scores, -np.inf)
     row_max = scores.max(axis=-1, keepdims=True)
@@ -66,21 +89,30 @@ def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
     e = np.exp(scores - row_max)
     denom = e.sum(axis=-1, keepdims=True)
     probs = e / np.where(denom > 0, denom, 1.0)                      # fully masked rows stay all-zero
-    out = probs @ v                                                  # (B, H, Tq, dv)
+    out = (probs.reshape(B, Hkv, rows, Tk) @ v).reshape(B, H, Tq, v.shape[-1])   # (B, H, Tq, dv)
     return out, AttentionCache(q, k, v, probs.astype(q.dtype, copy=False), scale)
 
 
 def scaled_dot_product_attention_backward(dout, cache):
-    """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, H, Tk, d), dv (B, H, Tk, dv)."""
+    """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, Hkv, Tk, d), dv (B, Hkv, Tk, dv)."""
     check_cache("cache", cache, AttentionCache)
     q, k, v, probs, scale = cache
+    B, H, Tq, d = q.shape
+    Hkv, Tk, dv_size = k.shape[1], k.shape[2], v.shape[-1]
+    rows = H // Hkv * Tq if Hkv else 0                               # G·Tq query rows per kv head
     dout = upstream_shaped("dout", dout, q.shape[:-1] + (v.shape[-1],), q.dtype)
-    dv = probs.swapaxes(-1, -2) @ dout                               # (B, H, Tk, dv)
-    dprobs = dout @ v.swapaxes(-1, -2)                               # (B, H, Tq, Tk)
+    grouped_probs = probs.reshape(B, Hkv, rows, Tk)
+    grouped_dout = dout.reshape(B, Hkv, rows, dv_size)
+    # The product over the G·Tq rows sums each kv head's gradient over the query heads that read it.
+    dv = grouped_probs.swapaxes(-1, -2) @ grouped_dout               # (B, Hkv, Tk, dv)
+    dprobs = (grouped_dout @ v.swapaxes(-1, -2)).reshape(B, H, Tq, Tk)
     # Softmax backward per row; masked entries have probs = 0, so they get no gradient.
     dscores = probs * (dprobs - np.sum(dprobs * probs, axis=-1, keepdims=True))
     dscores *= q.dtype.type(scale)
-    return dscores @ k, dscores.swapaxes(-1, -2) @ q, dv
+    grouped_dscores = dscores.reshape(B, Hkv, rows, Tk)
+    dq = (grouped_dscores @ k).reshape(B, H, Tq, d)
+    dk = grouped_dscores.swapaxes(-1, -2) @ q.reshape(B, Hkv, rows, d)   # (B, Hkv, Tk, d)
+    return dq, dk, dv
 
 
 class MultiHeadAttentionCache(NamedTuple):
