@@ -12,3 +12,15 @@ class UsageError(Exception):
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, truncated or does not match the model it is loaded into."""
+
+
+class CheckpointWriteError(OSError):
+    """Writing a file failed (disk full, read-only directory, ...); the message names the file.
+
+    Writes are atomic (:func:`npllm.checkpoint.write_atomic`), so the file that was there before, if any,
+    is intact.  ``errno`` is the underlying error's."""
+
+    def __init__(self, path, reason: str, errno: int | None = None):
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+        self.errno = errno

@@ -57,7 +57,7 @@ def test_round_trip_is_exact(tmp_path, dtype):
         assert_array_equal(loaded.optimizer_arrays[name], array)
     for key, value in meta.items():
         assert loaded.meta[key] == value
-    assert loaded.meta["format_version"] == 1
+    assert loaded.meta["format_version"] == 2
     assert len(loaded.meta["checksum"]) == 64
 
 

@@ -5,13 +5,18 @@
 - :class:`Seq2Seq` / :class:`Seq2SeqConfig` (seq2seq.py): LSTM encoder-decoder with additive attention.
 
 :data:`LANGUAGE_MODELS` maps the CLI's ``--model`` names to classes; :func:`build_model` rebuilds a model
-from what a checkpoint stores (its kind and config dict).
+from what a checkpoint stores (its kind and config dict), after :func:`check_model_config` has checked
+that config against the stored tensor shapes (layout.py), so an edited config never allocates.
 """
+from npllm.checkpoint import check_params_match
+from npllm.errors import CheckpointError
 from npllm.models.gpt import GPT, GPTConfig, KVCache
+from npllm.models.layout import check_config
 from npllm.models.rnn_lm import GRULM, LSTMLM, RNNLM, RNNLMConfig
 from npllm.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 LANGUAGE_MODELS = {"gpt": GPT, "lstm": LSTMLM, "gru": GRULM, "rnn": RNNLM}
+MODEL_CLASSES = {**LANGUAGE_MODELS, "seq2seq": Seq2Seq}
 
 
 def build_model(kind: str, config: dict, seed: int = 0, dtype="float32"):
@@ -22,17 +27,26 @@ def build_model(kind: str, config: dict, seed: int = 0, dtype="float32"):
     return cls(cls.config_class(**config), seed=seed, dtype=dtype)
 
 
+def check_model_config(kind: str, config, tensor_shapes=None, *, where: str = "model_config"):
+    """The config object (GPTConfig, RNNLMConfig, Seq2SeqConfig) of a stored ``kind`` config, or one
+    CheckpointError naming the field: types, bounds and, when ``tensor_shapes`` (name → shape) is given,
+    the params' exact shapes are checked from numbers alone, before any model is built."""
+    check_config(kind, config, tensor_shapes, where=where)
+    try:
+        return MODEL_CLASSES[kind].config_class(**config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+
+
 def model_from_checkpoint(checkpoint):
     """The model a loaded :class:`npllm.checkpoint.Checkpoint` holds (params copied in, dtype kept)."""
-    from npllm.checkpoint import check_params_match
-    from npllm.errors import CheckpointError
-
     kind, config = checkpoint.meta.get("model_type"), checkpoint.meta.get("model_config")
     if kind not in LANGUAGE_MODELS:
         raise CheckpointError(f"model_type {kind!r} is not a language model this command can load "
                               f"(expected one of {sorted(LANGUAGE_MODELS)})")
     if not isinstance(config, dict) or not checkpoint.params:
         raise CheckpointError("checkpoint holds no model config or no weights")
+    check_model_config(kind, config, {name: array.shape for name, array in checkpoint.params.items()})
     dtype = next(iter(checkpoint.params.values())).dtype
     try:
         model = build_model(kind, config, dtype=dtype)
@@ -44,4 +58,4 @@ def model_from_checkpoint(checkpoint):
 
 
 __all__ = ["GPT", "GPTConfig", "KVCache", "RNNLM", "LSTMLM", "GRULM", "RNNLMConfig", "Seq2Seq", "Seq2SeqConfig",
-           "LANGUAGE_MODELS", "build_model", "model_from_checkpoint"]
+           "LANGUAGE_MODELS", "MODEL_CLASSES", "build_model", "check_model_config", "model_from_checkpoint"]

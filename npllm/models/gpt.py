@@ -24,6 +24,7 @@ import numpy as np
 
 from npllm.backend import ops, provides
 from npllm.layers.attention import merge_heads, split_heads
+from npllm.models import gpt2_io
 from npllm.models._common import check_token_ids
 
 
@@ -271,11 +272,14 @@ class GPT:
 
     @classmethod
     def from_pretrained(cls, path) -> "GPT":
-        """Load a Hugging Face GPT-2 directory (config.json + model.safetensors) from local disk."""
-        from npllm.models import gpt2_io   # written separately; imported only when used
-        return gpt2_io.load_pretrained(path)
+        """Load a Hugging Face GPT-2 directory (config.json + model.safetensors) from local disk.
+
+        gpt2_io checks the config and every tensor's name, shape and dtype before a weight is read."""
+        sizes, params = gpt2_io.read_pretrained(path)
+        model = cls(GPTConfig(**asdict(sizes)), dtype=next(iter(params.values())).dtype)
+        model.params = {name: params[name] for name in model.params}
+        return model
 
     def save_pretrained(self, path, tokenizer=None) -> None:
         """Write config.json + model.safetensors in Hugging Face GPT-2's layout (+ a BPE tokenizer's files)."""
-        from npllm.models import gpt2_io
         gpt2_io.save_pretrained(self, path, tokenizer)
