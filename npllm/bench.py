@@ -41,7 +41,6 @@ import numpy as np
 
 from npllm import backend, bench_model
 from npllm.bench_timing import as_tuple, max_relative_error, mib, peak_memory, time_interleaved
-from npllm.errors import UsageError
 
 SECTIONS = ("matmul", "attention", "softmax_ce", "layer_norm", "gelu", "lstm", "gpt_step", "breakdown", "compile")
 VALIDATION_TOL = 1e-3      # float32 kernels vs the float32 reference, relative to the largest entry
@@ -265,26 +264,3 @@ def run(backend_name="numba", only=None, quick=False) -> dict:
     results["machine"] = machine_info()
     print("\nmachine: " + json.dumps(results["machine"]))
     return results
-
-
-def run_from_args(args) -> int:
-    """``npllm bench``: parse --only, check --backend, run, and write --json if asked."""
-    only = None
-    if args.only:
-        only = [s.strip() for s in args.only.split(",") if s.strip()]
-        unknown = [s for s in only if s not in SECTIONS]
-        if unknown or not only:
-            raise UsageError("--only", f"unknown section {', '.join(map(repr, unknown)) or '(empty)'}; "
-                                       f"choose from {', '.join(SECTIONS)}")
-    try:
-        backend._load(backend._check_name(args.backend))
-    except (ValueError, RuntimeError) as exc:
-        raise UsageError("--backend", str(exc)) from None
-    results = run(args.backend, only, args.quick)
-    if args.json:
-        try:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
-        except OSError as exc:
-            raise UsageError("--json", f"cannot write {args.json}: {exc.strerror}") from None
-    return 0

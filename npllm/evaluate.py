@@ -7,9 +7,6 @@ A model that ignores context entirely can at best reach the unigram entropy of t
 """
 from __future__ import annotations
 
-import json
-import math
-import sys
 
 import numpy as np
 
@@ -49,35 +46,3 @@ def unigram_entropy(ids, vocab_size: int) -> float:
     counts = np.bincount(np.asarray(ids), minlength=vocab_size).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss), inf when that overflows."""
-    return math.exp(loss) if loss < 700 else math.inf
-
-
-def run_from_args(args) -> int:
-    """``npllm eval``: print the loss and perplexity of --checkpoint on --data (default: its val split)."""
-    from npllm.errors import UsageError
-    from npllm.train import blas_threads, corpus_ids, open_checkpoint
-
-    checkpoint, model, tokenizer = open_checkpoint(args)
-    if args.data is not None:
-        ids = corpus_ids(args.data, tokenizer, "--data")
-        what = args.data
-    else:
-        source = checkpoint.meta.get("extra", {}).get("data", {}).get("source")
-        if source is None:
-            raise UsageError("--data", "the checkpoint does not record its training data; pass --data FILE")
-        _, ids = corpus_ids(None if source == "builtin" else source, tokenizer, "--data", split=True)
-        what = "validation split of " + ("the built-in corpus" if source == "builtin" else source)
-    block_size = model.config.block_size
-    if len(ids) < block_size + 1:
-        raise UsageError("--data", f"{what} has {len(ids)} tokens, fewer than one block of "
-                         f"{block_size + 1} (the model's block_size + 1)")
-    with blas_threads(model):
-        loss, n_tokens = corpus_loss(model, ids, args.batch_size, block_size, args.max_batches)
-    print(f"{what}: {n_tokens} tokens, loss {loss:.4f} nats/token, perplexity {perplexity(loss):.2f}",
-          file=sys.stderr)
-    print(json.dumps({"loss": loss, "perplexity": perplexity(loss), "tokens": n_tokens}))
-    return 0

@@ -13,8 +13,6 @@ rebuilt from the cropped context instead of rolled.  Recurrent models carry thei
 """
 from __future__ import annotations
 
-import sys
-import time
 
 import numpy as np
 
@@ -127,29 +125,3 @@ def prompt_ids(tokenizer, prompt: str) -> tuple[list[int], bool]:
         if ids:
             return ids, False
     return [0], False
-
-
-def run_from_args(args) -> int:
-    """``npllm generate``: load a checkpoint, sample --num-samples texts, print them to stdout."""
-    from npllm.errors import UsageError
-    from npllm.train import blas_threads, open_checkpoint
-
-    _, model, tokenizer = open_checkpoint(args)
-    try:
-        ids, echo = prompt_ids(tokenizer, args.prompt)
-    except ValueError as exc:
-        raise UsageError("--prompt", str(exc)) from None
-    if not ids:
-        raise UsageError("--prompt", f"{args.prompt!r} encodes to no tokens")
-    idx = np.tile(np.asarray(ids, dtype=np.int64), (args.num_samples, 1))   # (num_samples, T)
-    started = time.perf_counter()
-    with blas_threads(model):
-        tokens = generate(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, rng=args.seed, kv_cache=not args.no_kv_cache)
-    seconds = time.perf_counter() - started
-    first = 0 if echo else len(ids)                     # an invented start token is not printed
-    texts = [tokenizer.decode(row[first:].tolist()) for row in tokens]
-    print(("\n" + "-" * 40 + "\n").join(texts))
-    total = args.max_new_tokens * args.num_samples
-    print(f"[{total} tokens in {seconds:.2f} s, {total / max(seconds, 1e-9):.0f} tokens/s]", file=sys.stderr)
-    return 0

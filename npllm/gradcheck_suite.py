@@ -236,16 +236,3 @@ def run(ops=None, tol=DEFAULT_TOL, seed=0, out=None, backend="numpy") -> bool:
     print(f"{len(rows) - len(failed)}/{len(rows)} gradients within relative error {tol:g} "
           f"(float64 central differences over several shapes per op)", file=out)
     return bool(rows) and not failed
-
-
-def run_from_args(args) -> int:
-    """Entry point of ``npllm gradcheck [--op NAME] [--tol T] [--backend B]``."""
-    from npllm.errors import UsageError
-    if args.op is not None and args.op not in L.OPS:
-        raise UsageError("--op", f"unknown op {args.op!r}; choose from {', '.join(L.OPS)}")
-    backend = args.backend or "numpy"
-    try:
-        ok = run([args.op] if args.op else None, tol=args.tol, seed=args.seed, backend=backend)
-    except RuntimeError as exc:     # the backend cannot run here (no numba, no GPU)
-        raise UsageError("--backend", str(exc)) from None
-    return 0 if ok else 1

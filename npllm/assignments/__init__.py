@@ -15,8 +15,7 @@ from npllm.assignments.builder import build, render
 from npllm.assignments.catalog import ASSIGNMENTS
 from npllm.assignments.markers import MarkerError, make_starter, strip_markers
 
-__all__ = ["ASSIGNMENTS", "build", "render", "make_starter", "strip_markers", "MarkerError", "list_text",
-           "run_from_args"]
+__all__ = ["ASSIGNMENTS", "build", "render", "make_starter", "strip_markers", "MarkerError", "list_text"]
 
 
 def list_text() -> str:
@@ -28,29 +27,3 @@ def list_text() -> str:
         lines.append(f"{'':<19}functions: {', '.join(functions)}")
     lines.append("\nbuild one with: npllm assignment build NAME --out DIR")
     return "\n".join(lines)
-
-
-def run_from_args(args) -> int:
-    """``npllm assignment list`` and ``npllm assignment build NAME --out DIR [--solution]``."""
-    from npllm.errors import UsageError
-
-    if args.assignment_command == "list":
-        print(list_text())
-        return 0
-    if args.name not in ASSIGNMENTS:
-        raise UsageError("NAME", f"unknown assignment {args.name!r}; choose one of {', '.join(ASSIGNMENTS)} "
-                                 f"(see npllm assignment list)")
-    solution = bool(getattr(args, "solution", False))   # a teacher's copy with the solutions in place
-    try:
-        written = build(args.name, args.out, solution=solution)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise UsageError("--out", str(exc)) from None
-    except OSError as exc:
-        raise UsageError("--out", f"cannot write {args.out}: {exc.strerror or exc}") from None
-    what = "solution" if solution else "starter code"
-    print(f"wrote assignment {args.name!r} ({what}) to {args.out}:", file=sys.stderr)
-    for path in written:
-        print(f"  {path}", file=sys.stderr)
-    print(f"students: edit {ASSIGNMENTS[args.name].module}.py, open {args.name}.ipynb, run python grade.py",
-          file=sys.stderr)
-    return 0

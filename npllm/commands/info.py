@@ -71,7 +71,11 @@ def blas_info() -> list[str]:
     return rows or ["no BLAS/OpenMP thread pool found"]
 
 
-def run_from_args(args) -> int:
+def add_parser(sub) -> None:
+    sub.add_parser("info", help="versions, available backends, kernel cache location")
+
+
+def run(args) -> int:
     """Print the report (plain text, one fact per line)."""
     import npllm
     from npllm.backend import get_backend
