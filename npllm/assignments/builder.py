@@ -241,7 +241,8 @@ def build(name: str, out_dir, solution: bool = False) -> list:
         raise NotADirectoryError(f"{out_dir} is a file, not a directory")
     for filename, text in files.items():
         path = out_dir / filename
-        if path.exists() and path.read_text(encoding="utf-8") != text:
+        # Compared as bytes: a file that is not UTF-8 (or not a file) is other content, not a crash.
+        if path.exists() and not (path.is_file() and path.read_bytes() == text.encode("utf-8")):
             raise FileExistsError(f"{path} already exists with other content (a student's work?); "
                                   f"build into an empty directory")
     out_dir.mkdir(parents=True, exist_ok=True)
