@@ -12,10 +12,10 @@ How it measures, so numbers can be trusted:
 * **steady state, interleaved**: each function runs once (compile, cache load, warm-up), then the
   reference and the kernel take turns, three calls a turn (the first call after the other side's
   turn pays for OpenBLAS's workers still spinning from it, which a run on one backend never does);
-  the table shows the fastest call (the machine at its least disturbed: PERF-NOTES lessons 4-5,
+  the table shows the fastest call (the machine at its least disturbed: docs/performance.md,
   other processes and idle-pool effects only ever add time);
-* **the same process settings as ``npllm train``**: glibc keeps freed memory (``keep_freed_memory``),
-  so steps do not page-fault their activations in again;
+* **the same process settings as ``npllm train``**: ``npllm bench`` calls :func:`npllm.process.configure`
+  first (glibc keeps freed memory, so steps do not page-fault their activations in again);
 * **peak memory** is tracemalloc's peak during one call, above what was allocated before it: NumPy
   reports its arrays to tracemalloc, and the kernels' wrappers allocate outputs and scratch with NumPy.
   Arrays allocated inside ``@njit`` code are invisible to it (ours allocate only small tiles there);
@@ -251,8 +251,6 @@ def run(backend_name="numba", only=None, quick=False) -> dict:
     By default every section runs; ``quick`` uses small shapes and leaves out "compile" (two fresh
     processes compiling every kernel: about a minute) unless ``only`` names it.
     """
-    from npllm.train import keep_freed_memory
-    keep_freed_memory()              # as ``npllm train`` does: time steps under the same malloc settings
     kernels = backend._load(backend_name)
     sections = only or [s for s in SECTIONS if not (quick and s == "compile")]
     results = {"backend": backend_name, "quick": quick, "sections": {}}

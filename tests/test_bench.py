@@ -2,7 +2,7 @@
 import json
 
 from npllm.bench import run
-from npllm.cli import main
+from npllm.commands import main
 
 
 def test_bench_validates_kernels_before_timing_them(capsys):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from npllm.cli import main
+from npllm.commands import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
@@ -100,7 +100,7 @@ def test_console_entry_point_runs_in_a_fresh_process(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text(TEXT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "kernels")])}
-    done = subprocess.run([sys.executable, "-m", "npllm.cli", "train", "--data", str(corpus), "--out-dir",
+    done = subprocess.run([sys.executable, "-m", "npllm.commands", "train", "--data", str(corpus), "--out-dir",
                            str(tmp_path / "o"), *TINY, "--max-iters", "2", "--samples", "0"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr

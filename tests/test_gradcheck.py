@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from npllm import layers as L
-from npllm.cli import main
+from npllm.commands import main
 from npllm.gradcheck import check_function, check_op, check_params, numerical_gradient, relative_error
 
 

@@ -137,9 +137,9 @@ def test_config_rejects_clashing_special_ids():
 # ---------------------------------------------------------------- data pipeline and the command line
 import json  # noqa: E402
 
-from npllm.cli import main  # noqa: E402
+from npllm.commands import main  # noqa: E402
 from npllm.datasets.pairs import IGNORE_INDEX, UNK_ID, Vocab, encode_pairs, make_batch  # noqa: E402
-from npllm.train_seq2seq import bucketed_batches, load_seq2seq, translate  # noqa: E402
+from npllm.training.seq2seq import BucketSampler, load_seq2seq, translate  # noqa: E402
 
 
 def test_batches_shift_the_target_for_teacher_forcing():
@@ -156,10 +156,24 @@ def test_batches_shift_the_target_for_teacher_forcing():
 
 def test_bucketed_batches_visit_every_row_once_per_epoch():
     lengths = np.random.default_rng(0).integers(1, 30, size=1000)
-    batches = bucketed_batches(lengths, 32, np.random.default_rng(1))
-    epoch = [next(batches) for _ in range(32)]                              # ceil(1000 / 32) batches
+    sampler, rng = BucketSampler(lengths, 32), np.random.default_rng(1)
+    epoch = [sampler.next(rng) for _ in range(32)]                          # ceil(1000 / 32) batches
     assert sorted(np.concatenate(epoch).tolist()) == list(range(1000))
     assert np.mean([np.ptp(lengths[b]) for b in epoch]) < 3                 # similar lengths together
+
+
+def test_bucket_sampler_state_resumes_mid_epoch_with_the_same_batches():
+    lengths = np.random.default_rng(0).integers(1, 30, size=300)
+    whole, rng = BucketSampler(lengths, 16), np.random.default_rng(2)
+    expected = [whole.next(rng) for _ in range(30)]                          # crosses an epoch boundary
+    first, rng = BucketSampler(lengths, 16), np.random.default_rng(2)
+    head = [first.next(rng) for _ in range(7)]
+    state, rng_after = first.state(), rng.bit_generator.state
+    second, rng = BucketSampler(lengths, 16), np.random.default_rng()
+    rng.bit_generator.state = rng_after
+    second.load_state(state)
+    tail = [second.next(rng) for _ in range(23)]
+    assert all(np.array_equal(a, b) for a, b in zip(head + tail, expected))
 
 
 def _train(tmp_path, capsys, *flags):

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-import npllm.train as train_module
+import npllm.training.loop as loop_module
 from npllm.checkpoint import load_checkpoint
-from npllm.cli import build_parser, main
+from npllm.commands import main
 from npllm.layers import cross_entropy_backward, cross_entropy_forward
 from npllm.models import GPT, GPTConfig
 from npllm.optim import AdamW
-from npllm.train_setup import RunState, build_run
+from npllm.training import TrainConfig, start_run
+from npllm.training.lm import LanguageModelTask
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
         "--eval-iters", "2", "--eval-interval", "5", "--no-progress", "--samples", "0"]
@@ -80,42 +81,43 @@ def test_resume_refuses_when_max_iters_is_already_reached(tmp_path, corpus, caps
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path, corpus, monkeypatch, capsys):
-    real_step = train_module.train_step
+    real_step = loop_module.train_step
 
     def step_then_interrupt(run, lr):
         result = real_step(run, lr)
         if run.step == 2:                        # during the third step
             signal.raise_signal(signal.SIGINT)
         return result
-    monkeypatch.setattr(train_module, "train_step", step_then_interrupt)
+    monkeypatch.setattr(loop_module, "train_step", step_then_interrupt)
     status, rows = train(tmp_path, corpus, "out", "--max-iters", "8")
     assert status == 130
     assert load_checkpoint(tmp_path / "out").meta["step"] == 3          # the step in progress finished
     assert "interrupted at step 3" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
-    monkeypatch.setattr(train_module, "train_step", real_step)
+    monkeypatch.setattr(loop_module, "train_step", real_step)
     status, rows = train(tmp_path, corpus, "out", "--max-iters", "8", "--resume")
     assert status == 0 and [r["step"] for r in rows] == list(range(1, 9))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch, capsys):
-    real_step = train_module.train_step
+    real_step = loop_module.train_step
 
     def diverge_at_step_7(run, lr):
-        loss, norm = real_step(run, lr)
-        return (float("nan"), norm) if run.step == 6 else (loss, norm)
-    monkeypatch.setattr(train_module, "train_step", diverge_at_step_7)
+        loss, norm, tokens = real_step(run, lr)
+        return (float("nan"), norm, tokens) if run.step == 6 else (loss, norm, tokens)
+    monkeypatch.setattr(loop_module, "train_step", diverge_at_step_7)
     checkpoint = tmp_path / "out" / "ckpt.safetensors"
     status = main(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "out"), *TINY, "--max-iters", "9"])
     assert status == 1
     err = capsys.readouterr().err
-    assert "nan at step 7" in err and "--lr" in err and "Traceback" not in err
+    assert "non-finite at step 7" in err and "step 5" in err and "--lr" in err and "Traceback" not in err
     assert load_checkpoint(checkpoint).meta["step"] == 5                # the eval at step 5 saved it
 
 
 def test_patience_stops_after_evaluations_without_improvement(tmp_path, corpus, monkeypatch, capsys):
     val_losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8, 2.9])
-    monkeypatch.setattr(RunState, "eval_loss", lambda self, split: next(val_losses) if split == "val" else 1.0)
+    monkeypatch.setattr(LanguageModelTask, "evaluate", lambda self: {"val_loss": (v := next(val_losses)),
+                                                                     "val_perplexity": np.exp(v)})
     status, rows = train(tmp_path, corpus, "out", "--max-iters", "40", "--eval-interval", "2",
                          "--patience", "2")
     assert status == 0
@@ -135,34 +137,35 @@ def test_best_checkpoint_holds_the_lowest_validation_loss(tmp_path, corpus, caps
 
 def test_gradient_accumulation_averages_micro_batches(tmp_path, corpus):
     def run_with(accum, batch_size):
-        args = build_parser().parse_args(["train", "--data", str(corpus), "--out-dir", str(tmp_path / "o"),
-                                          *TINY, "--dtype", "float64", "--grad-accum", str(accum),
-                                          "--batch-size", str(batch_size), "--grad-clip", "0"])
-        return build_run(args)
+        config = TrainConfig(data=str(corpus), n_layer=1, n_head=2, n_embd=16, block_size=16, dtype="float64",
+                             grad_accum=accum, batch_size=batch_size, grad_clip=0.0)
+        (tmp_path / f"o{accum}").mkdir()
+        return start_run(config, resume=False, out_dir=tmp_path / f"o{accum}")[0]
     rng = np.random.default_rng(0)
     starts = rng.integers(0, 1000, 8)
     data = np.array([ord(c) - ord("a") for c in "abcdefghij" * 120])
     x = data[starts[:, None] + np.arange(16)]
     y = data[starts[:, None] + np.arange(16) + 1]
     one, two = run_with(1, 8), run_with(2, 4)
-    one.next_batch = iter([(x, y)]).__next__
-    two.next_batch = iter([(x[:4], y[:4]), (x[4:], y[4:])]).__next__
-    loss_one, _ = train_module.train_step(one, 1e-2)
-    loss_two, _ = train_module.train_step(two, 1e-2)
+    one.task.next_batch = lambda rng, batches=iter([(x, y)]): next(batches)
+    two.task.next_batch = lambda rng, batches=iter([(x[:4], y[:4]), (x[4:], y[4:])]): next(batches)
+    loss_one, _, tokens_one = loop_module.train_step(one, 1e-2)
+    loss_two, _, tokens_two = loop_module.train_step(two, 1e-2)
+    assert tokens_one == tokens_two == 8 * 16
     assert loss_two == pytest.approx(loss_one, rel=1e-12)
     for name in one.model.params:
         assert_allclose(two.model.params[name], one.model.params[name], rtol=1e-10, atol=1e-12)
 
 
 def test_a_second_ctrl_c_aborts_at_once_without_a_traceback(tmp_path, corpus, monkeypatch, capsys):
-    real_step = train_module.train_step
+    real_step = loop_module.train_step
 
     def interrupt_twice(run, lr):
         if run.step == 6:
             signal.raise_signal(signal.SIGINT)   # first: asks the loop to stop after this step...
             signal.raise_signal(signal.SIGINT)   # ...second: the default handler, KeyboardInterrupt now
         return real_step(run, lr)
-    monkeypatch.setattr(train_module, "train_step", interrupt_twice)
+    monkeypatch.setattr(loop_module, "train_step", interrupt_twice)
     status, _ = train(tmp_path, corpus, "out", "--max-iters", "9")
     assert status == 130
     assert "aborted" in capsys.readouterr().err

@@ -48,7 +48,3 @@ def main(argv=None) -> int:
         print(f"npllm {args.command}: error: --checkpoint: {exc}", file=sys.stderr)
         return 2
     return int(status or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -32,6 +32,7 @@ positive_float = number(float, 0.0, low_open=True)
 nonneg_float = number(float, 0.0)
 seed_value = number(int, 0, 2**32 - 1)
 probability = number(float, 0.0, 1.0, high_open=True)
+top_p_value = number(float, 0.0, 1.0, low_open=True)
 
 
 def add_backend(parser, default=None, help_text="default: $NPLLM_BACKEND or numpy") -> None:

@@ -28,7 +28,7 @@ def run(args) -> int:
             raise UsageError("--only", f"unknown section {', '.join(map(repr, unknown)) or '(empty)'}; "
                                        f"choose from {', '.join(bench.SECTIONS)}")
     try:
-        configure(args.backend, tune_malloc=False)   # the sections name the backend they time explicitly
+        configure(args.backend)     # as ``npllm train`` does, so steps are timed under the same settings
     except (ValueError, RuntimeError) as exc:
         raise UsageError("--backend", str(exc)) from None
     results = bench.run(args.backend, only, args.quick)

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from npllm.commands._args import add_backend, nonneg_float, nonneg_int, positive_int, probability, seed_value
+from npllm.commands._args import add_backend, nonneg_float, nonneg_int, positive_int, seed_value, top_p_value
 from npllm.errors import UsageError
 
 MAX_TOKENS = 1 << 24      # tokens a run may hold in memory (samples × (prompt + new tokens))
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=nonneg_int, default=200, help="tokens to generate (default: 200)")
     p.add_argument("--temperature", type=nonneg_float, default=1.0, help="0 = greedy (default: 1.0)")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely tokens")
-    p.add_argument("--top-p", type=probability, default=None,
+    p.add_argument("--top-p", type=top_p_value, default=None,
                    help="sample among the most likely tokens whose probabilities reach p, 0 < p <= 1")
     p.add_argument("--seed", type=seed_value, default=0, help="seeds the sampling (default: 0)")
     p.add_argument("--num-samples", type=positive_int, default=1, help="independent samples (one batch)")
@@ -31,8 +31,6 @@ def run(args) -> int:
     """Load the checkpoint, sample --num-samples texts, print them to stdout."""
     from npllm.commands._checkpoint import open_checkpoint
     from npllm.generate import generate, prompt_ids
-    if args.top_p is not None and args.top_p == 0:
-        raise UsageError("--top-p", "must be > 0, got 0")
     total = args.num_samples * (args.max_new_tokens + len(args.prompt) + 1)
     if total > MAX_TOKENS:
         raise UsageError("--max-new-tokens", f"{args.num_samples} sample(s) of {args.max_new_tokens:,} new tokens "
