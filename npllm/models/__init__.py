@@ -1,6 +1,7 @@
 """Language models: a config dataclass, a flat ``params`` dict and forward/backward written out in order.
 
 - :class:`GPT` / :class:`GPTConfig` (gpt.py): the GPT-2 architecture.
+- :class:`Llama` / :class:`LlamaConfig` (llama.py): Llama (RMSNorm, RoPE, grouped-query attention, SwiGLU).
 - :class:`RNNLM`, :class:`LSTMLM`, :class:`GRULM` / :class:`RNNLMConfig` (rnn_lm.py): recurrent LMs.
 - :class:`Seq2Seq` / :class:`Seq2SeqConfig` (seq2seq.py): LSTM encoder-decoder with additive attention.
 
@@ -12,15 +13,16 @@ from npllm.checkpoint import check_params_match
 from npllm.errors import CheckpointError
 from npllm.models.gpt import GPT, GPTConfig, KVCache
 from npllm.models.layout import check_config
+from npllm.models.llama import Llama, LlamaConfig
 from npllm.models.rnn_lm import GRULM, LSTMLM, RNNLM, RNNLMConfig
 from npllm.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
-LANGUAGE_MODELS = {"gpt": GPT, "lstm": LSTMLM, "gru": GRULM, "rnn": RNNLM}
+LANGUAGE_MODELS = {"gpt": GPT, "llama": Llama, "lstm": LSTMLM, "gru": GRULM, "rnn": RNNLM}
 MODEL_CLASSES = {**LANGUAGE_MODELS, "seq2seq": Seq2Seq}
 
 
 def build_model(kind: str, config: dict, seed: int = 0, dtype="float32"):
-    """A fresh model of ``kind`` ("gpt", "lstm", "gru", "rnn") from a config dict (e.g. a checkpoint's)."""
+    """A fresh model of ``kind`` ("gpt", "llama", "lstm", "gru", "rnn") from a config dict (e.g. a checkpoint's)."""
     if kind not in LANGUAGE_MODELS:
         raise ValueError(f"kind must be one of {sorted(LANGUAGE_MODELS)}, got {kind!r}")
     cls = LANGUAGE_MODELS[kind]
@@ -57,5 +59,6 @@ def model_from_checkpoint(checkpoint):
     return model
 
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "RNNLM", "LSTMLM", "GRULM", "RNNLMConfig", "Seq2Seq", "Seq2SeqConfig",
-           "LANGUAGE_MODELS", "MODEL_CLASSES", "build_model", "check_model_config", "model_from_checkpoint"]
+__all__ = ["GPT", "GPTConfig", "KVCache", "Llama", "LlamaConfig", "RNNLM", "LSTMLM", "GRULM", "RNNLMConfig",
+           "Seq2Seq", "Seq2SeqConfig", "LANGUAGE_MODELS", "MODEL_CLASSES", "build_model", "check_model_config",
+           "model_from_checkpoint"]
