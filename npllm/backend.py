@@ -20,7 +20,10 @@ import importlib
 import os
 from types import ModuleType
 
+from npllm.errors import EnvironmentVariableError
+
 BACKENDS = ("numpy", "numba", "cuda")
+ENV_VAR = "NPLLM_BACKEND"   # read by get_backend when set_backend has not been called
 # Module that holds each backend's ops (the reference lives in npllm.layers).
 _MODULES = {"numpy": "npllm.layers", "numba": "npllm_kernels.cpu", "cuda": "npllm_kernels.cuda"}
 _current: str | None = None
@@ -60,15 +63,20 @@ def _require_cuda() -> None:
 
 
 def get_backend() -> str:
-    """Name of the selected backend ("numpy" unless set_backend or NPLLM_BACKEND says otherwise)."""
+    """Name of the selected backend ("numpy" unless set_backend or NPLLM_BACKEND says otherwise).
+
+    An unknown or unavailable NPLLM_BACKEND is an :class:`~npllm.errors.EnvironmentVariableError` (a
+    ValueError) naming the variable; an empty one counts as unset."""
     global _current
     if _current is None:
-        env = os.environ.get("NPLLM_BACKEND", "numpy")
+        env = os.environ.get(ENV_VAR, "").strip() or "numpy"
+        if env not in BACKENDS:
+            raise EnvironmentVariableError(ENV_VAR, f"{env!r} is not a backend; set it to one of "
+                                                    f"{', '.join(BACKENDS)}, or unset it for numpy")
         try:
-            _check_name(env)
-        except ValueError as exc:
-            raise ValueError(f"NPLLM_BACKEND: {exc}") from None
-        _load(env)
+            _load(env)
+        except RuntimeError as exc:
+            raise EnvironmentVariableError(ENV_VAR, f"{exc}; unset it for numpy") from None
         _current = env
     return _current
 

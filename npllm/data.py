@@ -7,7 +7,10 @@ print as is (the training code prefixes the flag: ``--data``, ``--block-size``).
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +24,9 @@ _ADORNMENT_LINE = re.compile(r"^([*=\-~^#])\1{2,}$", re.MULTILINE)
 # **Bold** at a phrase start ("**PEP 8**", "**CPython implementation detail:**", maybe across a line
 # break), never "x**2".
 _BOLD = re.compile(r"(?<![\w*])\*\*([A-Z][^*]{0,80}?)\*\*(?![\w*])")
+# load_text's limit: 256 MiB of text is far beyond what a NumPy model trains on (enwik8 is 100 MB) and the
+# encoded ids (8 bytes a token) still fit in memory.
+MAX_TEXT_BYTES = 256 * 2**20
 
 
 @lru_cache(maxsize=1)
@@ -37,28 +43,63 @@ def builtin_corpus() -> str:
     return text.strip("\n") + "\n"
 
 
-def load_text(path) -> str:
-    """Read a UTF-8 text file (a BOM is dropped, Windows line ends become ``\\n``)."""
+def load_text(path, max_bytes: int | None = None) -> str:
+    """Read a UTF-8 text file (a BOM is dropped, Windows line ends become ``\\n``).
+
+    Refused with a ValueError naming the path — never quoting the file's content — : a missing path, a
+    symbolic-link loop, anything but a regular file (a directory, ``/dev/zero``, a FIFO, a socket), a
+    file over ``max_bytes`` (default :data:`MAX_TEXT_BYTES`; checked with ``stat`` before reading), NUL
+    bytes (binary data), bytes that are not UTF-8, and a file empty or holding only whitespace.
+    """
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path} does not exist")
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory, not a text file")
+    limit = MAX_TEXT_BYTES if max_bytes is None else max_bytes
     try:
-        data = path.read_bytes()
+        info = os.stat(path)
     except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+        raise ValueError(_stat_problem(path, error)) from None
+    _check_regular(path, info.st_mode)
+    if info.st_size > limit:
+        raise ValueError(f"{path} is {info.st_size:,} bytes, more than the limit of {limit:,} bytes for a "
+                         "text corpus")
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since the stat, open must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as file:
+            _check_regular(path, os.fstat(file.fileno()).st_mode)
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or type(error).__name__}") from None
+    if len(data) > limit:
+        raise ValueError(f"{path} grew past the limit of {limit:,} bytes while it was read")
     if b"\x00" in data:
         raise ValueError(f"{path} is not a UTF-8 text file (it contains NUL bytes: binary data?)")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not a UTF-8 text file (byte 0x{data[error.start]:02x} at offset "
-                         f"{error.start} cannot be decoded)") from None
+        raise ValueError(f"{path} is not a UTF-8 text file (the bytes at offset {error.start} are not valid "
+                         "UTF-8)") from None
     text = text.replace("\r\n", "\n")
     if not text.strip():
         raise ValueError(f"{path} is empty" if not text else f"{path} holds only whitespace")
     return text
+
+
+def _stat_problem(path: Path, error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return f"{path}: too many levels of symbolic links (a symlink loop?)"
+    if error.errno == errno.ENOENT:
+        return f"{path} does not exist" + (" (a broken symbolic link)" if path.is_symlink() else "")
+    return f"cannot read {path}: {error.strerror or type(error).__name__}"
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{path} is a directory, not a text file")
+    if not stat.S_ISREG(mode):
+        kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise ValueError(f"{path} is {kind}, not a regular text file")
 
 
 def encode_corpus(text: str, tokenizer) -> np.ndarray:

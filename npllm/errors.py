@@ -24,3 +24,13 @@ class CheckpointWriteError(OSError):
         super().__init__(f"cannot write {path}: {reason}")
         self.path = path
         self.errno = errno
+
+
+class EnvironmentVariableError(ValueError):
+    """An environment variable npllm reads holds a value it cannot use: ``variable`` names it, so a
+    command reports ``NPLLM_BACKEND: ...`` rather than blaming a flag the user never typed."""
+
+    def __init__(self, variable: str, message: str):
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+        self.message = message

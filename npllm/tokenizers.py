@@ -21,6 +21,9 @@ from functools import lru_cache
 import numpy as np
 import regex
 
+from npllm.checkpoint import write_atomic
+from npllm.errors import CheckpointError
+
 # GPT-2's pre-tokenisation: contractions, letters, numbers, other symbols (each optionally with one
 # leading space), and whitespace.  Merges never cross a chunk boundary, so " the" and "the." stay apart.
 GPT2_SPLIT_PATTERN = regex.compile(
@@ -31,6 +34,7 @@ WORD_SPLIT_PATTERN = regex.compile(r"\w+|\s+|[^\w\s]")
 SPECIAL_TOKEN_PATTERN = regex.compile(r"<\|[^|\s]+\|>")
 UNK_TOKEN = "<unk>"
 DEFAULT_BPE_VOCAB_SIZE = 512
+MAX_TOKENIZER_FILE_BYTES = 256 * 2**20   # GPT-2's vocab.json is 1 MiB, Llama 3's tokenizer.json 9 MiB
 
 
 @lru_cache(maxsize=1)
@@ -80,9 +84,9 @@ class Tokenizer:
     type_name = ""
 
     def save(self, path) -> None:
-        """Write the tokenizer to ``path`` as JSON (rebuild it with ``load`` or :func:`load_tokenizer`)."""
-        with open(path, "w", encoding="utf-8") as file:
-            json.dump(self.to_dict(), file, ensure_ascii=False)
+        """Write the tokenizer to ``path`` as JSON (rebuild it with ``load`` or :func:`load_tokenizer`),
+        atomically (:func:`npllm.checkpoint.write_atomic`)."""
+        write_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False).encode("utf-8"))
 
     @classmethod
     def load(cls, path) -> "Tokenizer":
@@ -335,27 +339,58 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_pretrained(cls, path) -> "BPETokenizer":
-        """Read ``vocab.json`` and ``merges.txt`` (GPT-2 / Hugging Face layout) from directory ``path``."""
+        """Read ``vocab.json`` and ``merges.txt`` (GPT-2 / Hugging Face layout) from directory ``path``.
+
+        A missing file is a FileNotFoundError; a malformed one a CheckpointError naming the file."""
         vocab_path, merges_path = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
         for needed in (vocab_path, merges_path):
             if not os.path.isfile(needed):
                 raise FileNotFoundError(f"{needed} not found: a GPT-2 tokenizer directory needs "
                                         "vocab.json and merges.txt")
-        with open(vocab_path, encoding="utf-8") as file:
-            vocab = json.load(file)
-        with open(merges_path, encoding="utf-8") as file:
-            # The first line is a "#version: 0.2" header; blank lines (a trailing newline) carry nothing.
-            merges = [line for line in file.read().split("\n") if line and not line.startswith("#version")]
-        return cls.from_vocab_and_merges(vocab, merges)
+        try:
+            vocab = json.loads(_read_text(vocab_path))
+        except ValueError as error:
+            raise CheckpointError(f"{vocab_path}: not JSON: {error}") from None
+        _check_vocab(vocab, vocab_path)
+        # The first line is a "#version: 0.2" header; blank lines (a trailing newline) carry nothing.
+        merges = [line for line in _read_text(merges_path).split("\n") if line and not line.startswith("#version")]
+        try:
+            return cls.from_vocab_and_merges(vocab, merges)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: vocab.json and merges.txt disagree: {error}") from None
 
     def save_pretrained(self, path) -> None:
-        """Write ``vocab.json`` and ``merges.txt`` into directory ``path`` (created if needed)."""
+        """Write ``vocab.json`` and ``merges.txt`` into directory ``path`` (created if needed), atomically."""
         os.makedirs(path, exist_ok=True)
         state = self.to_dict()
-        with open(os.path.join(path, "vocab.json"), "w", encoding="utf-8") as file:
-            json.dump(state["vocab"], file, ensure_ascii=False)
-        with open(os.path.join(path, "merges.txt"), "w", encoding="utf-8") as file:
-            file.write("#version: 0.2\n" + "".join(line + "\n" for line in state["merges"]))
+        write_atomic(os.path.join(path, "vocab.json"), json.dumps(state["vocab"], ensure_ascii=False).encode("utf-8"))
+        merges = "#version: 0.2\n" + "".join(line + "\n" for line in state["merges"])
+        write_atomic(os.path.join(path, "merges.txt"), merges.encode("utf-8"))
+
+
+def _read_text(path) -> str:
+    """The UTF-8 text of a tokenizer file; ValueError (CheckpointError) naming it when too big or not UTF-8."""
+    size = os.stat(path).st_size
+    if size > MAX_TOKENIZER_FILE_BYTES:
+        raise CheckpointError(f"{path}: {size:,} bytes, more than the {MAX_TOKENIZER_FILE_BYTES:,}-byte limit "
+                              "for a tokenizer file")
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{path}: not UTF-8 text (invalid byte at offset {error.start})") from None
+
+
+def _check_vocab(vocab, where) -> None:
+    """CheckpointError unless vocab is a JSON object mapping token text to a non-negative int id."""
+    if not isinstance(vocab, dict):
+        raise CheckpointError(f"{where}: expected a JSON object mapping token text to id, got a "
+                              f"{type(vocab).__name__}")
+    for text, token_id in vocab.items():
+        if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
+            raise CheckpointError(f"{where}: token {text[:40]!r} has id {str(token_id)[:40]!r}; ids must be "
+                                  "non-negative ints")
 
 
 def _merge_pair(ids: list[int], pair: tuple[int, int], merged: int) -> list[int]:
@@ -380,6 +415,7 @@ def tokenizer_from_dict(state: dict) -> Tokenizer:
         if kind == "word":
             return WordTokenizer(state["words"])
         if kind == "bpe":
+            _check_vocab(state["vocab"], "tokenizer vocab")
             return BPETokenizer.from_vocab_and_merges(state["vocab"], state["merges"])
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"malformed {kind!r} tokenizer state: {type(error).__name__}: {error}") from None
@@ -389,10 +425,9 @@ def tokenizer_from_dict(state: dict) -> Tokenizer:
 def load_tokenizer(path) -> Tokenizer:
     """Read any tokenizer written by ``save``."""
     try:
-        with open(path, encoding="utf-8") as file:
-            state = json.load(file)
+        state = json.loads(_read_text(path))
     except FileNotFoundError:
         raise FileNotFoundError(f"tokenizer file {path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except ValueError as error:
         raise ValueError(f"{path} is not a tokenizer JSON file: {error}") from None
     return tokenizer_from_dict(state)

@@ -35,10 +35,42 @@ def test_unknown_backend_is_a_clear_error_and_changes_nothing():
 
 
 def test_bad_environment_variable_is_named_in_the_error(monkeypatch):
+    from npllm.errors import EnvironmentVariableError
     monkeypatch.setattr(backend, "_current", None)
     monkeypatch.setenv("NPLLM_BACKEND", "tpu")
-    with pytest.raises(ValueError, match="NPLLM_BACKEND: backend must be one of"):
+    with pytest.raises(EnvironmentVariableError, match="NPLLM_BACKEND: 'tpu' is not a backend; set it to one of "
+                                                      "numpy, numba, cuda") as info:
         backend.get_backend()
+    assert info.value.variable == "NPLLM_BACKEND" and "--backend" not in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_bad_environment_variable_is_reported_by_the_first_op_when_no_backend_was_set(monkeypatch):
+    from npllm.errors import EnvironmentVariableError
+    monkeypatch.setattr(backend, "_current", None)
+    monkeypatch.setenv("NPLLM_BACKEND", "NUMPY ")
+    with pytest.raises(EnvironmentVariableError, match="NPLLM_BACKEND: 'NUMPY' is not a backend"):
+        ops.matmul(np.ones((2, 2)), np.ones((2, 2)))
+
+
+def test_unavailable_environment_backend_names_the_variable(monkeypatch):
+    from npllm.errors import EnvironmentVariableError
+
+    def unavailable(name):
+        raise RuntimeError(f"backend {name!r} is not available: cannot import it")
+
+    monkeypatch.setattr(backend, "_current", None)
+    monkeypatch.setattr(backend, "_load", unavailable)
+    monkeypatch.setenv("NPLLM_BACKEND", "numba")
+    with pytest.raises(EnvironmentVariableError, match="NPLLM_BACKEND: backend 'numba' is not available.*unset it") as info:
+        backend.get_backend()
+    assert "--backend" not in str(info.value)
+
+
+def test_empty_environment_variable_means_numpy(monkeypatch):
+    monkeypatch.setattr(backend, "_current", None)
+    monkeypatch.setenv("NPLLM_BACKEND", "")
+    assert backend.get_backend() == "numpy"
 
 
 def test_environment_variable_selects_the_backend(monkeypatch):

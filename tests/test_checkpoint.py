@@ -217,3 +217,216 @@ def test_no_pickle_anywhere_in_the_checkpoint_module():
     assert "import pickle" not in source
     assert "allow_pickle=True" not in source
     assert "np.load(" not in source
+
+
+# -- format 2: the checksum covers the metadata; everything is checked before anything is allocated ----
+def forge_meta(path, edit):
+    """Rewrite the metadata as a buggy writer (or a forger) would: edited, with a matching checksum."""
+    from safetensors.numpy import load, save
+    data = Path(path).read_bytes()
+    tensors = load(data)
+    meta = edit(json.loads(checkpoint.read_safetensors_header(path).metadata["npllm"]))
+    meta["checksum"] = checkpoint.checksum(meta, tensors)
+    Path(path).write_bytes(save(tensors, metadata={"npllm": json.dumps(meta)}))
+
+
+def test_an_edited_tokenizer_is_a_checksum_error(tmp_path):
+    path = save_checkpoint(tmp_path / LATEST_NAME, make_params(),
+                           meta={**make_meta(), "tokenizer": {"type": "char", "chars": ["a", "b", "c"]}})
+    # Swap two characters of the stored vocabulary: the file still parses and its tensors are untouched.
+    rewrite_meta(path, lambda text: text.replace('["a", "b", "c"]', '["b", "a", "c"]'))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("field, value", [("step", 4), ("model_config", {"vocab_size": 6, "n_embd": 4}),
+                                          ("extra", {"best_val_loss": 0.5}), ("model_type", "lstm")])
+def test_every_metadata_field_is_covered_by_the_checksum(tmp_path, field, value):
+    path = save_sample(tmp_path / LATEST_NAME)
+    rewrite_meta(path, lambda text: json.dumps({**json.loads(text), field: value}))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(path)
+
+
+def test_a_version_1_file_is_refused_with_a_message_to_re_save_it(tmp_path):
+    from safetensors.numpy import save
+    tensors = {"model.w": np.zeros(3, np.float32)}
+    meta = {"format_version": 1, **checkpoint._META_DEFAULTS, "checksum": checkpoint.tensor_checksum(tensors)}
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(save(tensors, metadata={"npllm": json.dumps(meta)}))
+    with pytest.raises(CheckpointError, match="format_version 1 .* cannot be verified; re-save it"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("step", -5, "step must be a non-negative int, got -5"),
+    ("step", 2.5, "step must be a non-negative int"),
+    ("model_config", [1, 2], "model_config must be a JSON object"),
+    ("model_config", {"n_layer": {"deep": True}}, "model_config.n_layer must be a number, string or bool"),
+    ("model_config", {"dropout": float("nan")}, "model_config.dropout must be finite"),
+    ("tokenizer", "char", "tokenizer must be a JSON object"),
+    ("rng_state", 7, "rng_state must be a JSON object or null"),
+    ("surprise", 1, r"unknown fields \['surprise'\]"),
+])
+def test_metadata_of_the_wrong_type_is_refused_naming_the_field(tmp_path, field, value, words):
+    path = save_sample(tmp_path / LATEST_NAME)
+    forge_meta(path, lambda meta: {**meta, field: value})
+    with pytest.raises(CheckpointError, match=words):
+        load_checkpoint(path)
+
+
+def test_bad_metadata_is_refused_when_saving_too(tmp_path):
+    with pytest.raises(ValueError, match="step must be a non-negative int, got -1"):
+        save_checkpoint(tmp_path / "c.safetensors", make_params(), meta={"step": -1})
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_a_header_length_larger_than_the_file_is_refused(tmp_path):
+    path = save_sample(tmp_path / LATEST_NAME)
+    data = bytearray(path.read_bytes())
+    data[:8] = struct.pack("<Q", 2**40)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="header length 1,099,511,627,776 is larger than the file"):
+        load_checkpoint(path)
+
+
+def huge_sparse_checkpoint(path, meta_edit):
+    """A file whose header describes 8 GiB of float32 weights (a sparse file: no disk used, instant)."""
+    n = 2**31
+    header = {"model.w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}
+    meta = meta_edit({"format_version": 2, **checkpoint._META_DEFAULTS, "checksum": "0" * 64})
+    header["__metadata__"] = {"npllm": json.dumps(meta)}
+    text = json.dumps(header).encode()
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(text)) + text)
+        handle.truncate(8 + len(text) + 4 * n)
+    return path
+
+
+def test_bad_metadata_is_refused_from_the_header_without_reading_the_data(tmp_path):
+    import time
+    path = huge_sparse_checkpoint(tmp_path / "huge.safetensors", lambda meta: {**meta, "step": -5})
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match="step must be a non-negative int, got -5"):
+        load_checkpoint(path)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_header_that_does_not_tile_the_data_is_refused(tmp_path):
+    path = huge_sparse_checkpoint(tmp_path / "huge.safetensors", lambda meta: meta)
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) - 4)
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+# -- configs against the stored tensors, before a model is built ---------------------------------------
+def save_model(path, model, **meta):
+    return save_checkpoint(path, model.params, meta={"model_type": model.kind, "model_config": model.config_dict(),
+                                                     **meta})
+
+
+def tiny_models():
+    from npllm.models import GPT, GRULM, LSTMLM, RNNLM, GPTConfig, RNNLMConfig, Seq2Seq, Seq2SeqConfig
+    return [GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)),
+            LSTMLM(RNNLMConfig(vocab_size=11, hidden_size=6, n_layer=2)),
+            GRULM(RNNLMConfig(vocab_size=11, hidden_size=6, n_layer=1)),
+            RNNLM(RNNLMConfig(vocab_size=11, hidden_size=6, n_layer=2)),
+            Seq2Seq(Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=7, embed_size=4, hidden_size=6, attention_size=5))]
+
+
+@pytest.mark.parametrize("model", tiny_models(), ids=lambda model: model.kind)
+def test_layout_param_shapes_are_the_shapes_each_model_builds(model):
+    from npllm.models.layout import param_shapes
+    assert param_shapes(model.kind, model.config_dict()) == {name: a.shape for name, a in model.params.items()}
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("n_layer", 100000, r"n_layer must be an int in \[1, 1,024\], got 100000"),
+    ("block_size", 1e9, r"block_size must be an int in \[1, 1,048,576\], got 1000000000.0"),
+    ("n_embd", -1, "n_embd must be an int"),
+    ("n_head", 3, "n_embd .8. must be divisible by n_head .3."),
+    ("n_layer", 3, "does not match the stored tensors: missing tensors: h.2.ln_1.weight"),
+    ("vocab_size", 12, r"wrong shapes: wte.weight \(11, 8\) \(expected \(12, 8\)\)"),
+    ("dropout", 1.5, r"dropout must be a number in \[0.0, 1.0\)"),
+])
+def test_an_edited_config_is_refused_before_any_model_is_built(tmp_path, monkeypatch, field, value, words):
+    import time
+
+    import npllm.models as models
+    from npllm.models import model_from_checkpoint
+    gpt = tiny_models()[0]
+    path = save_model(tmp_path / LATEST_NAME, gpt)
+    forge_meta(path, lambda meta: {**meta, "model_config": {**meta["model_config"], field: value}})
+    monkeypatch.setattr(models, "build_model", lambda *args, **kwargs: pytest.fail("a model was built"))
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match=words):
+        model_from_checkpoint(load_checkpoint(path))
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("model", tiny_models()[:4], ids=lambda model: model.kind)
+def test_model_from_checkpoint_round_trips_every_language_model(tmp_path, model):
+    from npllm.models import model_from_checkpoint
+    loaded = model_from_checkpoint(load_checkpoint(save_model(tmp_path / "c.safetensors", model)))
+    assert type(loaded) is type(model) and loaded.config == model.config
+    for name, value in model.params.items():
+        assert_array_equal(loaded.params[name], value)
+
+
+def test_check_model_config_covers_seq2seq(tmp_path):
+    from npllm.models import Seq2SeqConfig, check_model_config
+    seq2seq = tiny_models()[4]
+    shapes = {name: a.shape for name, a in seq2seq.params.items()}
+    assert check_model_config("seq2seq", seq2seq.config_dict(), shapes) == seq2seq.config
+    with pytest.raises(CheckpointError, match="hidden_size must be an int"):
+        check_model_config("seq2seq", {**seq2seq.config_dict(), "hidden_size": 10**9}, shapes)
+    with pytest.raises(CheckpointError, match="pad_id, bos_id, eos_id must be distinct"):
+        check_model_config("seq2seq", {**seq2seq.config_dict(), "bos_id": 0}, shapes)
+    assert isinstance(check_model_config("seq2seq", seq2seq.config_dict()), Seq2SeqConfig)
+
+
+# -- the one writer ------------------------------------------------------------------------------------
+def test_write_atomic_failure_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    from npllm.errors import CheckpointWriteError
+    path = save_sample(tmp_path / LATEST_NAME)
+    original = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    with pytest.raises(CheckpointWriteError, match=f"cannot write {path}: No space left on device") as info:
+        save_sample(path)
+    assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert path.read_bytes() == original and sorted(os.listdir(tmp_path)) == [LATEST_NAME]
+
+
+def test_write_atomic_into_a_missing_directory_names_the_file(tmp_path):
+    from npllm.errors import CheckpointWriteError
+    with pytest.raises(CheckpointWriteError, match="cannot write .*nowhere/x.json"):
+        checkpoint.write_atomic(tmp_path / "nowhere" / "x.json", b"{}")
+
+
+def test_remove_stale_temp_files_deletes_only_what_a_killed_write_leaves(tmp_path):
+    import tempfile
+    _, stale = tempfile.mkstemp(prefix=f".{LATEST_NAME}.", suffix=".tmp", dir=tmp_path)   # as write_atomic names it
+    keep = ["notes.tmp", ".hidden.tmp", LATEST_NAME]
+    for name in keep:
+        (tmp_path / name).write_text("x")
+    assert checkpoint.remove_stale_temp_files(tmp_path) == [Path(stale)]
+    assert sorted(os.listdir(tmp_path)) == sorted(keep)
+    assert checkpoint.remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_every_writer_goes_through_write_atomic():
+    import inspect
+
+    from npllm import tokenizers
+    from npllm.models import gpt2_io
+    for module in (gpt2_io, tokenizers):
+        source = inspect.getsource(module)
+        assert "write_atomic(" in source and "mkstemp" not in source and '"w"' not in source, module.__name__

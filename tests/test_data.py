@@ -1,10 +1,11 @@
 """Data: the built-in corpus, reading text files, the train/val split and batch sampling."""
+import os
 import re
 
 import numpy as np
 import pytest
 
-from npllm.data import (builtin_corpus, check_corpus, check_splits, encode_corpus, get_batch, load_text,
+from npllm.data import (MAX_TEXT_BYTES, builtin_corpus, check_corpus, check_splits, encode_corpus, get_batch, load_text,
                         sequential_batches, train_val_split)
 from npllm.tokenizers import CharTokenizer
 
@@ -65,6 +66,43 @@ def test_load_text_rejects_binary_and_other_encodings(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ValueError, match=r"data\.bin is not a UTF-8 text file"):
         load_text(path)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda tmp: "/dev/zero", "is a character device, not a regular text file"),
+    (lambda tmp: (os.mkfifo(tmp / "fifo"), tmp / "fifo")[1], r"is a FIFO \(named pipe\), not a regular text file"),
+    (lambda tmp: (os.symlink(tmp / "b", tmp / "a"), os.symlink(tmp / "a", tmp / "b"), tmp / "a")[2],
+     "too many levels of symbolic links"),
+    (lambda tmp: (os.symlink(tmp / "gone", tmp / "dangling"), tmp / "dangling")[1],
+     "does not exist .a broken symbolic link."),
+])
+def test_load_text_refuses_what_is_not_a_regular_file_without_reading_it(tmp_path, make, words):
+    with pytest.raises(ValueError, match=words):
+        load_text(make(tmp_path))       # a FIFO with no writer would block a plain open(): it must not
+
+
+def test_load_text_checks_the_size_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "big.txt"
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_TEXT_BYTES + 1)          # sparse: no disk used
+    monkeypatch.setattr(os, "open", lambda *args: pytest.fail("the file was opened"))
+    with pytest.raises(ValueError, match=f"big.txt is {MAX_TEXT_BYTES + 1:,} bytes, more than the limit of "
+                                         f"{MAX_TEXT_BYTES:,} bytes"):
+        load_text(path)
+    monkeypatch.undo()
+    (tmp_path / "small.txt").write_text("twelve bytes")
+    with pytest.raises(ValueError, match="12 bytes, more than the limit of 5 bytes"):
+        load_text(tmp_path / "small.txt", max_bytes=5)
+
+
+@pytest.mark.parametrize("content", [b"SECRET-TOKEN \xff\xfe rest", b"SECRET-TOKEN\x00binary", "SECRET-TOKEN é".encode("latin-1")])
+def test_load_text_errors_never_quote_the_file(tmp_path, content):
+    path = tmp_path / "private.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        load_text(path)
+    message = str(info.value)
+    assert "private.txt" in message and "SECRET" not in message and "0xff" not in message and "0xe9" not in message
 
 
 # -- encode and split ---------------------------------------------------------------------------------

@@ -128,3 +128,101 @@ def test_tiny_tokenizer_files_load_and_apply_the_merges(tmp_path):
     # " an": "a n" (rank 3) merges before "Ġ a" (rank 4), so "Ġa n" never applies: Ġ + an.
     assert tokenizer.encode(" the an<|endoftext|>") == [vocab["Ġthe"], vocab["Ġ"], vocab["an"], vocab["<|endoftext|>"]]
     assert tokenizer.decode(tokenizer.encode("then a than")) == "then a than"
+
+
+# -- refusing bad directories with one error naming the file and the field, before any allocation -------
+@pytest.mark.parametrize("config, words", [
+    ({"n_layer": "twelve"}, r"config.json: n_layer must be an int in \[1, 1,024\], got 'twelve'"),
+    ({"n_layer": 100000}, "config.json: n_layer must be an int"),
+    ({"n_positions": 1e9}, "config.json: n_positions must be an int .*, got 1000000000.0"),
+    ({"n_embd": -1}, "config.json: n_embd must be an int"),
+    ({"vocab_size": True}, "config.json: vocab_size must be an int"),
+    ({"resid_pdrop": "a lot"}, "config.json: resid_pdrop must be a number"),
+    ({"layer_norm_epsilon": "tiny"}, "config.json: layer_norm_epsilon must be a number"),
+    ({"n_layer": 3}, "model.safetensors does not match config.json: missing tensors: h.2.ln_1.weight"),
+])
+def test_bad_config_values_are_refused_naming_the_field(tmp_path, config, words):
+    import time
+    write_tiny_gpt2(tmp_path, config=config)
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match=words):
+        GPT.from_pretrained(tmp_path)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_read_config_gives_gptconfig_fields(tmp_path):
+    from dataclasses import asdict
+
+    from npllm.models import gpt2_io
+    write_tiny_gpt2(tmp_path)
+    sizes = asdict(gpt2_io.read_config(tmp_path))
+    assert GPTConfig(**sizes) == GPT.from_pretrained(tmp_path).config
+    assert gpt2_io.CONFIG_NAME == "config.json"
+
+
+def test_integer_weights_are_refused_naming_the_tensor(tmp_path):
+    params = write_tiny_gpt2(tmp_path / "ok")
+    broken = {**params, "h.0.attn.c_attn.weight": params["h.0.attn.c_attn.weight"].astype(np.int32)}
+    write_tiny_gpt2(tmp_path / "bad", tensors=broken)
+    with pytest.raises(CheckpointError, match="tensor transformer.h.0.attn.c_attn.weight has dtype I32; weights "
+                                              "must be floating point"):
+        GPT.from_pretrained(tmp_path / "bad")
+
+
+def test_a_directory_with_weights_but_no_config_says_no_config_json(tmp_path):
+    from npllm.checkpoint import load_checkpoint
+    from npllm.models import gpt2_io
+    write_tiny_gpt2(tmp_path)
+    (tmp_path / "config.json").unlink()
+    assert gpt2_io.is_hf_directory(tmp_path)
+    with pytest.raises(CheckpointError, match="no config.json"):
+        GPT.from_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="holds model.safetensors but no config.json"):
+        load_checkpoint(tmp_path)            # what an --init-from that guesses "npllm checkpoint" sees
+    assert not gpt2_io.is_hf_directory(tmp_path / "vocab.json") and not gpt2_io.is_hf_directory(tmp_path / "x")
+
+
+@pytest.mark.parametrize("content, words", [('["a", "b"]', "vocab.json: expected a JSON object mapping token "
+                                                           "text to id, got a list"),
+                                            ('{"a": "zero"}', "vocab.json: token 'a' has id 'zero'"),
+                                            ("{not json", "vocab.json: not JSON")])
+def test_malformed_vocab_json_is_one_checkpoint_error_naming_the_file(tmp_path, content, words):
+    write_tiny_gpt2(tmp_path)
+    (tmp_path / "vocab.json").write_text(content, encoding="utf-8")
+    with pytest.raises(CheckpointError, match=words):
+        BPETokenizer.from_pretrained(tmp_path)
+
+
+def test_a_weights_header_longer_than_the_file_is_refused(tmp_path):
+    import struct
+    write_tiny_gpt2(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[:8] = struct.pack("<Q", 2**50)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors: truncated or corrupt .* larger than the file"):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_a_failed_write_names_the_file(tmp_path, monkeypatch):
+    import npllm.checkpoint as checkpoint
+    from npllm.errors import CheckpointWriteError
+    model = GPT(GPTConfig(vocab_size=len(tiny_vocab()), block_size=8, n_layer=1, n_head=2, n_embd=8), seed=1)
+
+    def read_only(src, dst):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(checkpoint.os, "replace", read_only)
+    with pytest.raises(CheckpointWriteError, match="cannot write .*config.json: Read-only file system"):
+        model.save_pretrained(tmp_path / "hf")
+    assert list((tmp_path / "hf").iterdir()) == []       # no temporary file left behind
+
+
+def test_gpt2_io_works_on_dicts_and_arrays_and_never_imports_the_model():
+    import ast
+    import inspect
+
+    from npllm.models import gpt2_io
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(gpt2_io)))
+                if isinstance(node, ast.ImportFrom)}
+    assert "npllm.models.gpt" not in imported and "npllm.models" not in imported

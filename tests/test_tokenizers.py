@@ -265,3 +265,41 @@ def test_decode_accepts_numpy_arrays(cls):
     tok = cls.train(SAMPLE)
     assert tok.decode(np.asarray(tok.encode("The end"), dtype=np.int64)) == "The end"
     assert tok.decode([]) == ""
+
+
+# -- files: one atomic writer, one clear error per malformed file ---------------------------------------
+def test_save_is_atomic_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    import npllm.checkpoint as checkpoint
+    from npllm.errors import CheckpointWriteError
+    path = tmp_path / "tok.json"
+    CharTokenizer.train("abc").save(path)
+    before = path.read_bytes()
+
+    def crash(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    with pytest.raises(CheckpointWriteError, match="cannot write .*tok.json: No space left on device"):
+        CharTokenizer.train("xyz").save(path)
+    with pytest.raises(CheckpointWriteError, match="cannot write .*vocab.json"):
+        BPETokenizer.train(SAMPLE, vocab_size=260).save_pretrained(tmp_path / "hf")
+    monkeypatch.undo()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["hf", "tok.json"]
+    assert list((tmp_path / "hf").iterdir()) == []
+
+
+def test_non_utf8_tokenizer_files_are_named(tmp_path):
+    from npllm.errors import CheckpointError
+    from tiny_gpt2 import write_tiny_gpt2
+    write_tiny_gpt2(tmp_path)
+    (tmp_path / "merges.txt").write_bytes(b"#version: 0.2\nh \xff\n")
+    with pytest.raises(CheckpointError, match=r"merges.txt: not UTF-8 text \(invalid byte at offset 16\)"):
+        BPETokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tok.json").write_bytes(b'{"type": "char", "chars": ["\xff"]}')
+    with pytest.raises(ValueError, match="tok.json is not a tokenizer JSON file: .*not UTF-8"):
+        load_tokenizer(tmp_path / "tok.json")
+
+
+def test_a_stored_bpe_vocab_that_is_not_an_object_is_named():
+    with pytest.raises(ValueError, match="tokenizer vocab: expected a JSON object mapping token text to id"):
+        tokenizer_from_dict({"type": "bpe", "vocab": ["a", "b"], "merges": []})
