@@ -358,6 +358,8 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
             raise CheckpointError(f"no {LATEST_NAME} in directory {path} (is it an npllm --out-dir?)")
         return latest
     if not path.is_file():
+        if path.is_symlink() and not path.exists():
+            raise CheckpointError(f"{path}: a broken symbolic link or a symlink loop")
         raise CheckpointError(f"checkpoint not found: {path}" if not path.exists() else
                               f"{path} is not a regular file")
     return path

@@ -430,3 +430,12 @@ def test_every_writer_goes_through_write_atomic():
     for module in (gpt2_io, tokenizers):
         source = inspect.getsource(module)
         assert "write_atomic(" in source and "mkstemp" not in source and '"w"' not in source, module.__name__
+
+
+def test_devices_and_symlink_loops_are_named_not_read(tmp_path):
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(CheckpointError, match="a broken symbolic link or a symlink loop"):
+        load_checkpoint(tmp_path / "a")
+    with pytest.raises(CheckpointError, match="/dev/zero is not a regular file"):
+        load_checkpoint("/dev/zero")
