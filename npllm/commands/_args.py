@@ -37,3 +37,17 @@ top_p_value = number(float, 0.0, 1.0, low_open=True)
 
 def add_backend(parser, default=None, help_text="default: $NPLLM_BACKEND or numpy") -> None:
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default=default, help=help_text)
+
+
+def configure_process(backend: str | None, **settings) -> str:
+    """:func:`npllm.process.configure`, its errors as a UsageError naming --backend, or NPLLM_BACKEND
+    when the variable chose the backend."""
+    from npllm.errors import UsageError
+    from npllm.process import configure
+    try:
+        return configure(backend, **settings)
+    except (ValueError, RuntimeError) as exc:
+        message = str(exc)
+        if backend is None and message.startswith("NPLLM_BACKEND: "):
+            raise UsageError("NPLLM_BACKEND", message.removeprefix("NPLLM_BACKEND: ")) from None
+        raise UsageError("--backend", message) from None

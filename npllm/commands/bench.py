@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from npllm.commands._args import add_backend
+from npllm.commands._args import add_backend, configure_process
 from npllm.errors import UsageError
 
 
@@ -19,7 +19,6 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     """Parse --only, configure the process for --backend, run the sections, write --json if asked."""
     from npllm import bench
-    from npllm.process import configure
     only = None
     if args.only is not None:
         only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -27,10 +26,7 @@ def run(args) -> int:
         if unknown or not only:
             raise UsageError("--only", f"unknown section {', '.join(map(repr, unknown)) or '(empty)'}; "
                                        f"choose from {', '.join(bench.SECTIONS)}")
-    try:
-        configure(args.backend)     # as ``npllm train`` does, so steps are timed under the same settings
-    except (ValueError, RuntimeError) as exc:
-        raise UsageError("--backend", str(exc)) from None
+    configure_process(args.backend)      # as ``npllm train`` does, so steps are timed under the same settings
     results = bench.run(args.backend, only, args.quick)
     if args.json:
         try:

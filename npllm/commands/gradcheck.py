@@ -1,7 +1,7 @@
 """``npllm gradcheck [--op NAME] [--tol T] [--backend B]``: gradient-check every op, print the table."""
 from __future__ import annotations
 
-from npllm.commands._args import add_backend, positive_float, seed_value
+from npllm.commands._args import add_backend, configure_process, positive_float, seed_value
 from npllm.errors import UsageError
 
 
@@ -16,13 +16,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     """0 when every gradient is within --tol, 1 otherwise."""
     from npllm import gradcheck_suite, layers
-    from npllm.process import configure
     if args.op is not None and args.op not in layers.OPS:
         raise UsageError("--op", f"unknown op {args.op!r}; choose from {', '.join(layers.OPS)}")
     backend = args.backend or "numpy"
-    try:
-        configure(backend, tune_malloc=False)
-    except (ValueError, RuntimeError) as exc:     # the backend cannot run here (no numba, no GPU)
-        raise UsageError("--backend", str(exc)) from None
+    configure_process(backend, tune_malloc=False)
     ok = gradcheck_suite.run([args.op] if args.op else None, tol=args.tol, seed=args.seed, backend=backend)
     return 0 if ok else 1

@@ -10,8 +10,9 @@ import json
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 
-from npllm.commands._args import BACKEND_CHOICES, nonneg_float, nonneg_int, positive_float, positive_int, probability, seed_value
+from npllm.commands._args import BACKEND_CHOICES, configure_process, nonneg_float, nonneg_int, positive_float, positive_int, probability, seed_value
 from npllm.errors import UsageError
 from npllm.training.config import (COMMON_DEFAULTS, LM_DEFAULTS, MODELS, SEQ2SEQ_DEFAULTS, TOKENIZERS, TrainConfig,
                                    resolve)
@@ -81,7 +82,6 @@ def typed_config(args) -> TrainConfig:
 
 def run(args) -> int:
     """Set up (fresh, --init-from or --resume), train, evaluate, sample, print the final JSON line."""
-    from npllm.process import configure
     from npllm.training import start_run, summarize, train
     from npllm.training.outdir import claim
 
@@ -91,17 +91,16 @@ def run(args) -> int:
         raise UsageError("--overwrite", "cannot be combined with --resume")
     if args.resume and args.init_from:
         raise UsageError("--init-from", "a resumed run continues from its own checkpoint; drop --init-from")
-    if not args.resume:
-        resolve(typed)          # every value checked before the out-dir is touched
-    out_dir = args.out_dir or COMMON_DEFAULTS["out_dir"]
+    out_dir = Path(args.out_dir or COMMON_DEFAULTS["out_dir"])
     try:
+        if not args.resume:     # every value checked, the data read and the model built before out-dir is touched
+            config = resolve(typed)
+            configure_process(config.backend, blas_threads=_blas_threads(config))
+            run_state, notes = start_run(typed, False, out_dir)
         with claim(out_dir, args.resume, args.overwrite) as out_path:
-            run_state, notes = start_run(typed, args.resume, out_path)
-            config = run_state.config
-            try:
-                configure(config.backend, config.blas_threads or (1 if config.model == "seq2seq" else None))
-            except (ValueError, RuntimeError) as exc:
-                raise UsageError("--backend", str(exc)) from None
+            if args.resume:
+                run_state, notes = start_run(typed, True, out_path)
+                configure_process(run_state.config.backend, blas_threads=_blas_threads(run_state.config))
             for note in notes:
                 print(note, file=sys.stderr)
             print(run_state.task.describe() + (f"; resuming at step {run_state.step}" if run_state.step else ""),
@@ -110,6 +109,12 @@ def run(args) -> int:
     except KeyboardInterrupt:       # before the loop, after it, or a second Ctrl-C inside it
         print(f"\naborted; the checkpoints in {out_dir} are those of the last evaluation", file=sys.stderr)
         return 130
+
+
+def _blas_threads(config) -> int | None:
+    """--blas-threads, else every core; seq2seq's small (128, 160) @ (160, 512) products gain little from a
+    second thread and an idle one spins (docs/performance.md, "Threads"), so it takes one."""
+    return config.blas_threads or (1 if config.model == "seq2seq" else None)
 
 
 def _train_and_report(run_state, started: float, train, summarize) -> int:

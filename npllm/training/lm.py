@@ -134,7 +134,7 @@ class LanguageModelTask:
     @classmethod
     def create(cls, config: TrainConfig, typed: TrainConfig) -> "LanguageModelTask":
         """A new task: the model fresh, or loaded by --init-from (whose architecture the config then records)."""
-        source = "builtin" if config.data is None else str(Path(config.data).resolve())
+        source = "builtin" if config.data is None else str(Path(config.data).absolute())
         text = read_corpus(source)
         if config.init_from:
             model, tokenizer = load_init_from(config.init_from, typed)
@@ -156,7 +156,7 @@ class LanguageModelTask:
         data = checkpoint.meta.get("extra", {}).get("data", {})
         source = data.get("source", "builtin")
         if typed_data is not None:
-            source = str(Path(typed_data).resolve())
+            source = str(Path(typed_data).absolute())
         elif source != "builtin" and not Path(source).is_file():
             raise UsageError("--resume", "the run's --data file is no longer a regular file; give --data "
                                          "with the same text")

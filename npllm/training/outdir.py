@@ -95,8 +95,8 @@ def claim(out_dir, resume: bool, overwrite: bool):
             raise UsageError("--out-dir", f"{out_dir} already holds a run ({LATEST_NAME}); continue it with "
                                           "--resume, replace it with --overwrite, or choose another --out-dir")
         remove_stale_temp_files(out_dir)
-        if overwrite and not resume:
-            clear_previous_run(out_dir)
+        if not resume:
+            clear_previous_run(out_dir)          # --overwrite, or leftovers of a run that saved no checkpoint
         yield out_dir
 
 
@@ -113,7 +113,7 @@ def remove_stale_temp_files(out_dir: Path) -> list[Path]:
 
 
 def clear_previous_run(out_dir: Path) -> None:
-    """--overwrite: remove the previous run's checkpoints and metrics so nothing of it is mistaken for this one."""
+    """A new run: remove a previous run's checkpoints and metrics so nothing of it is mistaken for this one."""
     for name in (LATEST_NAME, BEST_NAME, METRICS_NAME):
         try:
             (out_dir / name).unlink()

@@ -100,13 +100,13 @@ def save_run(run: Run, path: Path) -> Path:
 
 
 def start_run(typed: TrainConfig, resume: bool, out_dir: Path) -> tuple[Run, list[str]]:
-    """A ready-to-train Run → (run, notes): new from the typed config, or ``--resume``d from out_dir."""
+    """A ready-to-train Run → (run, notes): new from the typed config (nothing is written: the caller claims
+    out_dir, see :func:`npllm.training.outdir.claim`), or ``--resume``d from the checkpoint in out_dir."""
     if resume:
         return _resume(typed, out_dir)
     config = resolve(typed)
     config.out_dir = str(out_dir)
     task = task_class(config.model).create(config, typed)
-    (out_dir / METRICS_NAME).write_text("")
     run = Run(config, task, _optimizer(config), np.random.default_rng(config.seed),
               np.random.default_rng([config.seed, 4]), out_dir)
     return run, []

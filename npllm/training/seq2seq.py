@@ -83,7 +83,7 @@ def load_pairs_data(config: TrainConfig):
     except ValueError as exc:
         raise UsageError("--data", str(exc)) from None
     digest = hashlib.sha256("\n".join(f"{s}\t{t}" for s, t in pairs).encode("utf-8")).hexdigest()
-    return train, test, str(Path(config.data).resolve()), digest
+    return train, test, str(Path(config.data).absolute()), digest
 
 
 def _batch_loss(model, batch):
