@@ -1,21 +1,24 @@
-"""Classroom assignments with autograders: ``npllm assignment list | build NAME --out DIR``.
+"""Classroom assignments with an isolated autograder: ``npllm assignment list | build | grade``.
 
 A teacher writes the solution once, marking the parts students write with ``# BEGIN SOLUTION`` /
 ``# END SOLUTION`` (:mod:`npllm.assignments.markers`); :func:`build` turns it into starter code, a
-step-through notebook whose expected outputs come from npllm's reference, a README, and ``grade.py``,
-which gradient-checks the student's functions and prints a score per part
-(:mod:`npllm.assignments.grading`).  The shipped assignments are listed in
-:mod:`npllm.assignments.catalog`: ``rnn``, ``lstm`` and ``attention``.
+notebook with nbgrader metadata, a README and ``grade.py`` (:mod:`npllm.assignments.builder`).
+:func:`grade` scores one submission (:mod:`npllm.assignments.grading`): student code runs only in
+child processes (:mod:`npllm.assignments.sandbox`), on visible cases and on hidden cases drawn at
+grading time; :func:`grade_submissions` grades a class into a CSV and Gradescope results files
+(:mod:`npllm.assignments.batch`).  The shipped assignments are listed in
+:mod:`npllm.assignments.catalog`: ``rnn``, ``lstm``, ``attention``, ``gpt`` and ``gradcheck``.
 """
 from __future__ import annotations
 
-import sys
-
+from npllm.assignments.batch import grade_submissions
 from npllm.assignments.builder import build, render
 from npllm.assignments.catalog import ASSIGNMENTS
+from npllm.assignments.grading import grade
 from npllm.assignments.markers import MarkerError, make_starter, strip_markers
 
-__all__ = ["ASSIGNMENTS", "build", "render", "make_starter", "strip_markers", "MarkerError", "list_text"]
+__all__ = ["ASSIGNMENTS", "build", "render", "grade", "grade_submissions", "make_starter", "strip_markers",
+           "MarkerError", "list_text"]
 
 
 def list_text() -> str:
@@ -25,5 +28,6 @@ def list_text() -> str:
         lines.append(f"{assignment.name:<11}{assignment.points:>6}  {assignment.title}")
         functions = list(dict.fromkeys(part.function for part in assignment.parts))
         lines.append(f"{'':<19}functions: {', '.join(functions)}")
-    lines.append("\nbuild one with: npllm assignment build NAME --out DIR")
+    lines.append("\nbuild one with: npllm assignment build NAME --out DIR\n"
+                 "grade a class with: npllm assignment grade SUBMISSIONS_DIR --assignment NAME --out grades.csv")
     return "\n".join(lines)

@@ -34,10 +34,16 @@ class Part:
     forward: str | None = None           # backward parts: the forward function whose cache it takes
     time_axis: int | None = None         # sequence ops: check each output time step separately too
     label: str = ""                      # tells apart two parts that grade the same function
-    n_cases: int = 2
+    n_visible: int = 1                   # cases shown with their expected values in the notebook (0 points)
+    n_hidden: int = 2                    # cases drawn at grading time; the part's points are split over them
+    forward_outputs: tuple = ()          # backward parts: the names of the forward's results
+    plan: Callable | None = None         # a part graded its own way (see npllm.assignments.plans)
+    notebook: str = ""                   # such a part's notebook cell ({module} is the student's module)
 
     @property
     def kind(self) -> str:
+        if self.plan is not None:
+            return "custom"
         return "forward" if self.forward is None else "backward"
 
     @property
@@ -58,10 +64,18 @@ class Assignment:
     module: str                          # stem of the solution/starter file, e.g. "rnn_layers"
     parts: tuple[Part, ...]
     reference: dict                      # student function name -> npllm.layers function
+    provided: tuple = ()                 # teacher's helper files beside the solution, shipped as they are
 
     @property
     def points(self) -> int:
         return sum(part.points for part in self.parts)
+
+    def provided_sources(self) -> dict:
+        """{filename: source} of the provided files, from the installed package (never a submission)."""
+        from importlib import resources
+
+        folder = resources.files("npllm.assignments").joinpath(self.name)
+        return {filename: folder.joinpath(filename).read_text(encoding="utf-8") for filename in self.provided}
 
 
 def _normal(rng, *shape, scale=1.0):
@@ -121,10 +135,10 @@ RNN = Assignment(
     parts=(
         Part("rnn_step_forward", "one step: h = tanh(x Wx + h_prev Wh + b)", _rnn_step_inputs, ("h",), 2),
         Part("rnn_step_backward", "the gradients of one step", _rnn_step_inputs,
-             ("dx", "dh_prev", "dWx", "dWh", "db"), 1, 2, forward="rnn_step_forward"),
+             ("dx", "dh_prev", "dWx", "dWh", "db"), 2, 2, forward="rnn_step_forward", forward_outputs=("h",)),
         Part("rnn_forward", "the whole sequence, a loop over rnn_step_forward", _rnn_inputs, ("hs",), 2),
         Part("rnn_backward", "backpropagation through time", _rnn_inputs,
-             ("dx", "dh0", "dWx", "dWh", "db"), 1, 2, forward="rnn_forward", time_axis=1),
+             ("dx", "dh0", "dWx", "dWh", "db"), 2, 2, forward="rnn_forward", time_axis=1, forward_outputs=("hs",)),
     ),
     reference={"rnn_step_forward": layers.rnn_step_forward, "rnn_step_backward": layers.rnn_step_backward,
                "rnn_forward": layers.rnn_forward, "rnn_backward": layers.rnn_backward},
@@ -138,10 +152,12 @@ LSTM = Assignment(
         Part("lstm_step_forward", "one step: the gates i, f, g, o, the new cell c and state h",
              _lstm_step_inputs, ("h", "c"), 2),
         Part("lstm_step_backward", "the gradients of one step", _lstm_step_inputs,
-             ("dx", "dh_prev", "dc_prev", "dWx", "dWh", "db"), 1, 2, forward="lstm_step_forward"),
+             ("dx", "dh_prev", "dc_prev", "dWx", "dWh", "db"), 2, 2, forward="lstm_step_forward",
+             forward_outputs=("h", "c")),
         Part("lstm_forward", "the whole sequence, a loop over lstm_step_forward", _lstm_inputs, ("hs", "cs"), 2),
         Part("lstm_backward", "backpropagation through time, carrying dh and dc", _lstm_inputs,
-             ("dx", "dh0", "dc0", "dWx", "dWh", "db"), 1, 2, forward="lstm_forward", time_axis=1),
+             ("dx", "dh0", "dc0", "dWx", "dWh", "db"), 2, 2, forward="lstm_forward", time_axis=1,
+             forward_outputs=("hs", "cs")),
     ),
     reference={"lstm_step_forward": layers.lstm_step_forward, "lstm_step_backward": layers.lstm_step_backward,
                "lstm_forward": layers.lstm_forward, "lstm_backward": layers.lstm_backward},
@@ -157,10 +173,10 @@ ATTENTION = Assignment(
         Part("scaled_dot_product_attention_forward", "causal and padding masks, a query with no allowed key",
              _masked_attention_inputs, ("out",), 2, label="masks"),
         Part("scaled_dot_product_attention_backward", "dq, dk, dv without masks", _attention_inputs,
-             ("dq", "dk", "dv"), 1, 2, forward="scaled_dot_product_attention_forward"),
+             ("dq", "dk", "dv"), 2, 2, forward="scaled_dot_product_attention_forward", forward_outputs=("out",)),
         Part("scaled_dot_product_attention_backward", "dq, dk, dv with masks (no NaN for an empty row)",
-             _masked_attention_inputs, ("dq", "dk", "dv"), 1, 2, forward="scaled_dot_product_attention_forward",
-             label="masks"),
+             _masked_attention_inputs, ("dq", "dk", "dv"), 2, 2, forward="scaled_dot_product_attention_forward",
+             forward_outputs=("out",), label="masks"),
     ),
     reference={"scaled_dot_product_attention_forward": layers.scaled_dot_product_attention_forward,
                "scaled_dot_product_attention_backward": layers.scaled_dot_product_attention_backward},

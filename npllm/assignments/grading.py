@@ -1,36 +1,45 @@
-"""The autograder behind a built assignment's ``grade.py``: score a student's functions part by part.
+"""The autograder: score a student's functions part by part, student code isolated in child processes.
 
-A built assignment directory holds the student's module (``rnn_layers.py``), ``expected.json`` (for
-every part: seeded inputs, upstream gradients and the reference's results, written at build time) and
-``grade.py``, which makes a :class:`Grader` for its own directory.  For each part:
+For each part of an assignment (:mod:`npllm.assignments.catalog`) the grader draws test cases:
 
-* *values*: run the student's function on every input and compare each result with the reference
-  (``numpy.allclose`` with ``RTOL``/``ATOL``: float64 inputs, so only rounding may differ);
-* *gradient check* (backward parts): ``npllm.gradcheck.check_op`` on the student's own forward/backward
-  pair; a relative error above ``GRADCHECK_TOL`` fails (a correct float64 backward gives ~1e-10).
+* *visible* cases, seeded at build time — the notebook shows their inputs and expected outputs, so a
+  student can compare; they are reported but worth no points;
+* *hidden* cases, drawn now from a fresh seed (recorded in the results), whose expected values the
+  reference (``npllm.layers``) computes now, in the grader's process: no shipped file holds them, and a
+  function that ignores its input and returns the visible expected values fails them.
 
-A check earns its points only if every input passes.  Any exception is caught and reported in one
-line — ``NotImplementedError: <the teacher's hint>`` for code not yet written — so one broken part never
-hides the score of the others.
+All cases of a part run in one child process (:func:`npllm.assignments.sandbox.run_calls`) that
+hands back plain arrays; every comparison is made here.  A hidden case earns, each on its own:
+
+* *values*: the student's results equal the reference's (``numpy.allclose`` with ``RTOL``/``ATOL``:
+  float64, so only rounding may differ);
+* *gradient check* (backward parts): the student's backward agrees with central differences of the
+  student's own forward, along a random direction per input (for sequence ops, also per output time
+  step, locating a BPTT error).  It counts only when that forward's outputs are right — a forward and
+  backward that both return zeros agree with each other too.
+
+A part's points are split evenly over its hidden cases; a part whose child times out, exits or
+crashes scores 0 with one line saying so, and the other parts are graded as usual.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import inspect
 import json
-import sys
-import traceback
+import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from npllm.assignments.sandbox import DEFAULT_TIMEOUT, run_calls
+
 RTOL, ATOL = 1e-6, 1e-9
 GRADCHECK_TOL = 1e-6
+GRADCHECK_EPS = 1e-6
+SEED = 2017   # with the part and case numbers, seeds the visible cases (the notebook's inputs)
 # How the notebook prints arrays, so a student's output reads like the expected values beside it.
 PRINT_OPTIONS = {"precision": 6, "suppress": True, "floatmode": "fixed", "linewidth": 100}
-EXPECTED_FILE = "expected.json"
+VISIBLE_FILE = "visible_cases.json"
 
 
 def encode(value):
@@ -59,24 +68,19 @@ def decode(value):
 
 @dataclass
 class Sample:
-    """One graded input of a part: positional inputs, options, upstream gradients, expected results."""
+    """A visible case of a part: positional inputs, options, upstream gradients, expected results."""
     args: list
     kwargs: dict
     upstream: list
     expected: list
 
 
-def load_expected(directory=".") -> dict:
-    """The parsed expected.json of a built assignment directory."""
-    path = Path(directory) / EXPECTED_FILE
+def sample(part_number: int, directory=".") -> Sample:
+    """The visible case of part ``part_number`` (what the notebook runs), from visible_cases.json."""
+    path = Path(directory) / VISIBLE_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run this from the assignment's directory")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def sample(part_number: int, directory=".") -> Sample:
-    """The first graded input of part ``part_number`` (what the notebook runs), from expected.json."""
-    parts = load_expected(directory)["parts"]
+    parts = json.loads(path.read_text(encoding="utf-8"))["parts"]
     if not 1 <= part_number <= len(parts):
         raise ValueError(f"part_number must be between 1 and {len(parts)}, got {part_number}")
     case = parts[part_number - 1]["cases"][0]
@@ -88,43 +92,10 @@ class CheckFailed(Exception):
     """A check's readable failure message."""
 
 
-@dataclass
-class PartResult:
-    """The outcome of one part: score out of points, and one line per check."""
-    number: int
-    name: str
-    points: int
-    score: int = 0
-    lines: list = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return "\n".join([f"part {self.number} {self.name}: {self.score}/{self.points}"] +
-                         [f"    {line}" for line in self.lines])
-
-
-def _as_results(value, count: int, what: str):
-    """value as a tuple of ``count`` results, or a CheckFailed saying what came back instead."""
-    if count == 1 and not isinstance(value, tuple):
-        value = (value,)
-    if not isinstance(value, tuple):
-        raise CheckFailed(f"must return {what}, got a single {type(value).__name__}")
-    if len(value) != count:
-        raise CheckFailed(f"must return {count} values ({what}), got {len(value)}")
-    return value
-
-
-def _parameter_name(function, index: int) -> str:
-    """The name of positional parameter ``index`` of ``function`` (or "number i+1")."""
-    try:
-        return list(inspect.signature(function).parameters)[index]
-    except (TypeError, ValueError, IndexError):
-        return f"number {index + 1}"
-
-
 def compare(name: str, actual, expected: np.ndarray) -> float:
     """Raise CheckFailed unless ``actual`` matches ``expected``; return the largest difference."""
-    if not isinstance(actual, np.ndarray):
-        raise CheckFailed(f"{name} must be a numpy array, got {type(actual).__name__}")
+    if actual is None:
+        raise CheckFailed(f"{name} is missing")
     if actual.shape != expected.shape:
         raise CheckFailed(f"{name} has shape {actual.shape}, expected {expected.shape}")
     if not np.all(np.isfinite(actual)):
@@ -134,176 +105,158 @@ def compare(name: str, actual, expected: np.ndarray) -> float:
     if not np.allclose(actual, expected, rtol=RTOL, atol=ATOL):
         where = tuple(int(i) for i in np.unravel_index(np.argmax(difference), difference.shape))
         raise CheckFailed(f"{name} differs from the expected values: at index {where} expected "
-                          f"{expected[where]:.6g}, got {actual[where]:.6g}")
+                          f"{expected[where]:.6g}, got {actual[where]:.6g} (largest difference "
+                          f"{difference.max():.1e})")
     return float(difference.max()) if difference.size else 0.0
 
 
-class Grader:
-    """Grades the student module of one built assignment directory against its expected.json."""
+def compare_all(names, actual: list, expected: list) -> str:
+    """compare() every result; the success message."""
+    if len(actual) != len(expected):
+        raise CheckFailed(f"returned {len(actual)} results, expected {len(expected)} ({', '.join(names)})")
+    worst = max([compare(n, a, e) for n, a, e in zip(names, actual, expected)] + [0.0])
+    return f"ok (largest difference {worst:.1e})"
 
-    def __init__(self, directory):
-        self.directory = Path(directory).resolve()
-        self.spec = load_expected(self.directory)
-        self.module_path = self.directory / f"{self.spec['module']}.py"
-        self._module = None
 
-    # ------------------------------------------------------------------ helpers
-    def _load_module(self):
-        """Import the student's module from its file (once per grader)."""
-        if self._module is None:
-            if str(self.directory) not in sys.path:
-                sys.path.insert(0, str(self.directory))   # the student's module may import its neighbours
-            spec = importlib.util.spec_from_file_location(self.spec["module"], self.module_path)
-            module = importlib.util.module_from_spec(spec)
-            try:
-                spec.loader.exec_module(module)
-            except FileNotFoundError:
-                raise CheckFailed(f"{self.module_path.name} not found in {self.directory}") from None
-            except Exception as exc:
-                raise CheckFailed(f"cannot import {self.module_path.name}: {self._describe(exc)}") from None
-            self._module = module
-        return self._module
+# ----------------------------------------------------------------------------------- results
+@dataclass
+class Check:
+    """One scored check of one case: ``kind`` is "values" or "gradcheck"; ``message`` says why."""
+    kind: str
+    passed: bool
+    message: str
 
-    def _function(self, name: str):
-        function = getattr(self._load_module(), name, None)
-        if not callable(function):
-            raise CheckFailed(f"{self.module_path.name} defines no function {name}")
-        return function
 
-    def _describe(self, exc: BaseException, function: str | None = None) -> str:
-        """One line for an exception: its type and message, and where in the student's file it happened
-        (for a NotImplementedError only when it comes from another function than ``function``)."""
-        if isinstance(exc, SyntaxError) and exc.lineno:   # its str() already ends with "(file, line n)"
-            return f"{type(exc).__name__}: {exc.msg} ({Path(exc.filename or '').name}, line {exc.lineno})"
-        text = f"{type(exc).__name__}: {exc}"
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == self.module_path]
-        if not frames:
-            return text
-        if isinstance(exc, NotImplementedError):
-            return text if frames[-1].name == function else f"{text} (in {frames[-1].name})"
-        return f"{text} ({self.module_path.name}, line {frames[-1].lineno}, in {frames[-1].name})"
+@dataclass
+class CaseResult:
+    """One test case of a part: its checks, the points it is worth and the points it earned."""
+    part: int
+    case: int
+    hidden: bool
+    description: str
+    points: float
+    score: float = 0.0
+    checks: list = field(default_factory=list)
+    lines: list = field(default_factory=list)
 
-    def _run_forward(self, part: dict, function: str, case: dict):
-        """Call the student's forward on a case; return (results without the cache, cache)."""
-        args, kwargs = decode(case["args"]), decode(case["kwargs"])
-        before = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
-        names = part["forward_outputs"]
-        results = _as_results(self._function(function)(*args, **kwargs), len(names) + 1,
-                              ", ".join(names + ["cache"]))
-        for index, (arg, original) in enumerate(zip(args, before)):
-            if isinstance(arg, np.ndarray) and not np.array_equal(arg, original):
-                raise CheckFailed(f"{function} modified its input {_parameter_name(self._function(function), index)} "
-                                  f"in place (compute new arrays instead)")
-        return results[:-1], results[-1]
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
 
-    def _cache_for_backward(self, part: dict, case: dict):
-        """The cache of the student's forward, for a backward part.
+    @property
+    def name(self) -> str:
+        return f"{'hidden' if self.hidden else 'visible'} case {self.case + 1}"
 
-        If the forward fails, the backward cannot be run; but when the backward is still the starter's
-        ``raise NotImplementedError(hint)``, its own hint is the more useful message, so we ask it first.
-        """
-        try:
-            return self._run_forward(part, part["forward"], case)[1]
-        except Exception as forward_error:
-            try:
-                self._function(part["function"])(*decode(case["upstream"]), None)
-            except NotImplementedError as exc:
-                raise CheckFailed(self._describe(exc, part["function"])) from None
-            except Exception:
-                pass
-            reason = forward_error if isinstance(forward_error, CheckFailed) else self._describe(forward_error)
-            raise CheckFailed(f"needs a working {part['forward']} first: {reason}") from None
 
-    # ------------------------------------------------------------------ checks
-    def _check_values(self, part: dict) -> str:
-        worst = 0.0
-        for case in part["cases"]:
-            expected = decode(case["expected"])
-            if part["kind"] == "forward":
-                results, _ = self._run_forward(part, part["function"], case)
-            else:
-                cache = self._cache_for_backward(part, case)
-                names = part["outputs"]
-                results = _as_results(self._function(part["function"])(*decode(case["upstream"]), cache),
-                                      len(names), ", ".join(names))
-            for name, actual, wanted in zip(part["outputs"], results, expected):
-                worst = max(worst, compare(name, actual, wanted))
-        return f"ok ({len(part['cases'])} inputs, largest difference {worst:.1e})"
+@dataclass
+class PartResult:
+    """The outcome of one part: its cases, and a line for the part as a whole when its child failed."""
+    number: int
+    name: str
+    points: float
+    cases: list = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
 
-    def _check_gradients(self, part: dict) -> str:
-        from npllm.gradcheck import check_op
+    @property
+    def score(self) -> float:
+        return round(sum(case.score for case in self.cases), 6)
 
-        forward, backward = self._function(part["forward"]), self._function(part["function"])
-        worst = 0.0
-        names = part["outputs"]
-        for case in part["cases"]:
-            # Run the pair once first: a clear message if the forward is broken, and no gradient may be
-            # missing (check_op skips a None gradient, which would let an unwritten one pass).
-            grads = _as_results(backward(*decode(case["upstream"]), self._cache_for_backward(part, case)),
-                                len(names), ", ".join(names))
-            for name, grad in zip(names, grads):
-                if not isinstance(grad, np.ndarray):
-                    raise CheckFailed(f"{name} must be a numpy array, got {type(grad).__name__}")
-            report = check_op(forward, backward, decode(case["args"]), decode(case["kwargs"]),
-                              tol=GRADCHECK_TOL, time_axis=part["time_axis"], op=part["function"])
-            if not report.passed:
-                failing = [f"d{r.name} {r.relative_error:.1e}" for r in report.results if not r.passed]
-                message = (f"relative error {', '.join(failing) or f'{report.max_error:.1e}'} "
-                           f"(must be <= {GRADCHECK_TOL:g})")
-                if report.first_bad_step is not None:
-                    message += f"; the first output time step that disagrees is t={report.first_bad_step}"
-                raise CheckFailed(message)
-            worst = max(worst, report.max_error)
-        return f"ok (largest relative error {worst:.1e})"
-
-    # ------------------------------------------------------------------ public
-    def grade_part(self, number: int) -> PartResult:
-        """Run every check of part ``number`` (1-based)."""
-        part = self.spec["parts"][number - 1]
-        result = PartResult(number, part["name"], part["value_points"] + part["gradcheck_points"])
-        checks = [("gradient check", part["gradcheck_points"], self._check_gradients),
-                  ("values", part["value_points"], self._check_values)]
-        for label, points, check in checks:
-            if not points:
+    @property
+    def lines(self) -> list:
+        """One line per case: its score (visible cases: passed or not), and why a check failed."""
+        lines = [self.error] if self.error else []
+        for case in self.cases:
+            if self.error:
                 continue
-            heading = f"{label} ({points} pt{'s' if points > 1 else ''}):"
-            try:
-                outcome = check(part)
-            except CheckFailed as failure:
-                result.lines.append(f"{heading} {failure}")
-            except Exception as exc:   # the student's code may raise anything: report it, grade on
-                result.lines.append(f"{heading} {self._describe(exc, part['function'])}")
-            else:
-                result.score += points
-                result.lines.append(f"{heading} {outcome}")
-        return result
+            scored = f"{case.score:g}/{case.points:g}" if case.hidden else ("passed" if case.passed else "failed")
+            detail = "; ".join(case.lines)
+            where = "" if case.passed else f" on {case.description}"
+            lines.append(f"{case.name} {scored}{where} — {detail}")
+        return lines
 
-    def grade(self, parts=None) -> list:
-        """PartResults for the given part numbers (default: all)."""
-        numbers = parts or range(1, len(self.spec["parts"]) + 1)
-        return [self.grade_part(number) for number in numbers]
+    def __str__(self) -> str:
+        return "\n".join([f"part {self.number} {self.name}: {self.score:g}/{self.points:g}"] +
+                         [f"    {line}" for line in self.lines])
 
-    def check_part(self, number: int) -> None:
-        """For pytest: raise AssertionError with the part's report unless it earns full marks."""
-        result = self.grade_part(number)
-        assert result.score == result.points, "\n" + str(result)
 
-    def main(self, argv=None) -> int:
-        """``python grade.py [--part N] [--json FILE]``: print a score per part and the total."""
-        parser = argparse.ArgumentParser(description=f"Grade {self.module_path.name} "
-                                                     f"(assignment {self.spec['assignment']!r}).")
-        parser.add_argument("--part", type=int, action="append", choices=range(1, len(self.spec["parts"]) + 1),
-                            help="grade only this part (repeatable)")
-        parser.add_argument("--json", help="also write Gradescope-style results to this file")
-        args = parser.parse_args(argv)
-        print(f"npllm autograder: assignment {self.spec['assignment']!r}, grading {self.module_path.name}\n")
-        results = self.grade(args.part)
-        for result in results:
-            print(result)
-        score, total = sum(r.score for r in results), sum(r.points for r in results)
-        print(f"\ntotal {score}/{total}")
-        if args.json:
-            tests = [{"name": f"part {r.number} {r.name}", "score": r.score, "max_score": r.points,
-                      "output": "\n".join(r.lines)} for r in results]
-            Path(args.json).write_text(json.dumps({"score": score, "max_score": total, "tests": tests}, indent=1))
-        return 0 if score == total else 1
+@dataclass
+class GradeReport:
+    """Everything one grading run found: the parts, the hidden cases' seed, the time it took."""
+    assignment: str
+    seed: int
+    parts: list
+    execution_time: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return round(sum(p.score for p in self.parts), 6)
+
+    @property
+    def max_score(self) -> float:
+        return round(sum(p.points for p in self.parts), 6)
+
+    def __str__(self) -> str:
+        body = "\n".join(str(part) for part in self.parts)
+        return f"{body}\n\ntotal {self.score:g}/{self.max_score:g}   (hidden cases drawn with seed {self.seed})"
+
+
+# ----------------------------------------------------------------------------------- grading
+def case_inputs(part, part_number: int, case: int, hidden: bool, seed: int):
+    """(rng, args, kwargs) of a case; the rng then draws whatever else the case needs."""
+    rng = np.random.default_rng([seed if hidden else SEED, part_number, case, int(hidden)])
+    args, kwargs = part.make_inputs(rng, case)
+    return rng, args, kwargs
+
+
+def grade_part(assignment, number: int, submission, seed: int, timeout: float = DEFAULT_TIMEOUT) -> PartResult:
+    """Grade part ``number`` (1-based) of ``assignment`` on ``submission`` (a directory or a file)."""
+    from npllm.assignments.plans import make_plan
+
+    part = assignment.parts[number - 1]
+    result = PartResult(number, part.name, part.points)
+    cases = [(index, False) for index in range(part.n_visible)] + [(index, True) for index in range(part.n_hidden)]
+    plans, calls, arrays = [], [], {}
+    for position, (index, hidden) in enumerate(cases):
+        plan = make_plan(assignment, part, number, index, hidden, seed, prefix=f"c{position}.")
+        plans.append(plan)
+        calls += plan.calls
+        arrays.update(plan.arrays)
+    child = run_calls(submission, assignment.module, calls, arrays, timeout, assignment.provided_sources())
+    result.seconds = child.seconds
+    if child.error:
+        result.error = child.error
+    weights = {"values": part.value_points / part.n_hidden, "gradcheck": part.gradcheck_points / part.n_hidden}
+    for plan, (index, hidden) in zip(plans, cases):
+        points = sum(weights[kind] for kind in plan.kinds) if hidden else 0.0
+        case = CaseResult(number, index, hidden, plan.description, round(points, 6))
+        case.checks = [Check(kind, False, child.error) for kind in plan.kinds] if child.error else plan.judge(child)
+        for check in case.checks:
+            label = f"{'gradient check' if check.kind == 'gradcheck' else check.kind}"
+            if hidden:
+                worth = weights[check.kind]
+                label += f" ({worth:g} pt{'s' if worth != 1 else ''})"
+                case.score += worth if check.passed else 0.0
+            case.lines.append(f"{label}: {check.message}")
+        case.score = round(case.score, 6)
+        result.cases.append(case)
+    return result
+
+
+def grade(name: str, submission, parts=None, timeout: float = DEFAULT_TIMEOUT, seed: int | None = None) -> GradeReport:
+    """Grade ``submission`` (a directory holding the student's module, or the module file itself) for
+    assignment ``name``; ``parts``: part numbers (default all); ``seed``: the hidden cases' seed
+    (default: a fresh one, recorded in the report)."""
+    from npllm.assignments.catalog import ASSIGNMENTS
+
+    if name not in ASSIGNMENTS:
+        raise KeyError(f"unknown assignment {name!r}; choose one of {', '.join(ASSIGNMENTS)}")
+    assignment = ASSIGNMENTS[name]
+    seed = secrets.randbits(32) if seed is None else int(seed)
+    numbers = list(parts or range(1, len(assignment.parts) + 1))
+    for number in numbers:
+        if not 1 <= number <= len(assignment.parts):
+            raise ValueError(f"part must be between 1 and {len(assignment.parts)}, got {number}")
+    started = time.perf_counter()
+    results = [grade_part(assignment, number, submission, seed, timeout) for number in numbers]
+    return GradeReport(name, seed, results, round(time.perf_counter() - started, 3))
