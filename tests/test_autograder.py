@@ -175,3 +175,21 @@ def test_batch_grading_writes_one_csv_row_and_one_results_json_per_student(solut
     assert table["ada"]["part 2 rnn_step_backward"] == "4"
     for student in set(table) - {"eve"}:
         validate_gradescope(json.loads((tmp_path / "out" / "grades_results" / student / "results.json").read_text()))
+
+
+def test_cli_grade_writes_the_csv_and_refuses_bad_flags_in_one_line(solution, tmp_path, capsys):
+    from npllm.commands import main
+
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    (submissions / "ada.py").write_text((solution / "rnn_layers.py").read_text())
+    out = tmp_path / "grades.csv"
+    assert main(["assignment", "grade", str(submissions), "--assignment", "rnn", "--out", str(out)]) == 0
+    assert "ada" in out.read_text() and (tmp_path / "grades_results" / "ada" / "results.json").exists()
+    for argv, flag in [([str(submissions), "--assignment", "transformer"], "--assignment"),
+                       ([str(tmp_path / "nowhere"), "--assignment", "rnn"], "SUBMISSIONS_DIR"),
+                       ([str(submissions), "--assignment", "rnn", "--timeout", "0"], "--timeout")]:
+        capsys.readouterr()
+        assert main(["assignment", "grade", *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and flag in err
