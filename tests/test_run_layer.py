@@ -230,7 +230,7 @@ def test_a_fresh_run_into_an_out_dir_with_a_checkpoint_needs_resume_or_overwrite
 
 def test_temp_files_of_a_killed_write_are_removed(tmp_path, corpus):
     (tmp_path / "o").mkdir()
-    leftover = tmp_path / "o" / ".ckpt.safetensors.abc123.tmp"
+    leftover = tmp_path / "o" / ".ckpt.safetensors.abcd1234.tmp"
     leftover.write_bytes(b"half a checkpoint")
     assert train(tmp_path / "o", "--data", str(corpus), *TINY, "--max-iters", "2") == 0
     assert not leftover.exists()

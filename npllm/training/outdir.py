@@ -6,7 +6,8 @@
   (Windows) the file's pid is checked instead.
 * A new run into a directory that already holds a checkpoint is refused unless ``--resume`` or
   ``--overwrite`` says what to do with it.
-* Temporary files that a killed checkpoint write left behind (``.<name>.*.tmp``) are removed.
+* Temporary files that a killed checkpoint write left behind are removed
+  (:func:`npllm.checkpoint.remove_stale_temp_files`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from npllm.checkpoint import BEST_NAME, LATEST_NAME
+from npllm.checkpoint import BEST_NAME, LATEST_NAME, remove_stale_temp_files
 from npllm.errors import UsageError
 
 LOCK_NAME = ".npllm.lock"
@@ -98,18 +99,6 @@ def claim(out_dir, resume: bool, overwrite: bool):
         if not resume:
             clear_previous_run(out_dir)          # --overwrite, or leftovers of a run that saved no checkpoint
         yield out_dir
-
-
-def remove_stale_temp_files(out_dir: Path) -> list[Path]:
-    """Delete the temporary files a killed checkpoint write left (we hold the lock: nobody is writing)."""
-    removed = []
-    for path in Path(out_dir).glob(".*.tmp"):
-        try:
-            path.unlink()
-            removed.append(path)
-        except OSError:
-            pass
-    return removed
 
 
 def clear_previous_run(out_dir: Path) -> None:
