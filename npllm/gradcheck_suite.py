@@ -152,8 +152,9 @@ def _cases_modern_decoder(name, rng):
     elif name == "swiglu_mlp":
         C, I = 5, 11
         weights = [0.5 * _n(rng, C, I), 0.5 * _n(rng, C, I), 0.5 * _n(rng, I, C)]
-        yield Case("(2,3,5) intermediate 11", L.swiglu_mlp_forward, L.swiglu_mlp_backward, [_n(rng, 2, 3, C), *weights], {})
-        yield Case("(1,5)", L.swiglu_mlp_forward, L.swiglu_mlp_backward, [_n(rng, 1, C), *weights], {})
+        f, b = L.swiglu_mlp_forward, L.swiglu_mlp_backward
+        yield Case("(2,3,5) intermediate 11", f, b, [_n(rng, 2, 3, C), *weights], {})
+        yield Case("(1,5)", f, b, [_n(rng, 1, C), *weights], {})
     elif name == "rope":
         f, b = L.rope_forward, L.rope_backward
         yield Case("rotate half, positions 0..4", f, b, [_n(rng, 2, 3, 5, 6), np.arange(5)], {})

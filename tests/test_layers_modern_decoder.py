@@ -145,8 +145,8 @@ def test_grouped_query_attention_equals_attention_with_repeated_kv(H, Hkv, causa
     q, k, v = f64(2, H, 5, 4), f64(2, Hkv, 7, 4), f64(2, Hkv, 7, 3)
     mask = rng.random((2, 1, 5, 7)) > 0.3
     out, cache = L.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=causal)
-    expected, repeated_cache = L.scaled_dot_product_attention_forward(q, _repeat_kv(k, H // Hkv), _repeat_kv(v, H // Hkv),
-                                                                      mask=mask, causal=causal)
+    k_repeated, v_repeated = _repeat_kv(k, H // Hkv), _repeat_kv(v, H // Hkv)    # (2, H, 7, ·)
+    expected, repeated_cache = L.scaled_dot_product_attention_forward(q, k_repeated, v_repeated, mask=mask, causal=causal)
     np.testing.assert_allclose(out, expected, rtol=1e-13, atol=1e-14)
     dout = f64(*out.shape)
     dq, dk, dv = L.scaled_dot_product_attention_backward(dout, cache)
@@ -211,8 +211,12 @@ def test_rope_scores_depend_only_on_relative_position(Tq, Tk, half, shift, inter
 
 
 def test_rope_scores_change_with_the_distance():
-    q, k = f64(1, 1, 1, 8), f64(1, 1, 1, 8)
-    score = lambda m, n: float(L.rope_forward(q, np.array([m]))[0].ravel() @ L.rope_forward(k, np.array([n]))[0].ravel())
+    local = np.random.default_rng(3)
+    q, k = local.standard_normal((1, 1, 1, 8)), local.standard_normal((1, 1, 1, 8))
+
+    def score(m, n):
+        return float(L.rope_forward(q, np.array([m]))[0].ravel() @ L.rope_forward(k, np.array([n]))[0].ravel())
+
     assert score(5, 5) == pytest.approx(float(q.ravel() @ k.ravel()), rel=1e-12)
     assert abs(score(5, 2) - score(5, 5)) > 1e-3 and score(5, 2) == pytest.approx(score(103, 100), rel=1e-10)
 

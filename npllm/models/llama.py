@@ -247,12 +247,14 @@ class Llama:
         p = f"model.layers.{i}."
         # MLP branch: x_out = x_mid + down_proj(SiLU(gate_proj(h)) ⊙ up_proj(h)), h = post_attention_layernorm(x_mid).
         dh, *mlp_grads = ops.swiglu_mlp_backward(dx, cache.mlp)
-        grads.update(zip([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight", p + "mlp.down_proj.weight"], mlp_grads))
+        mlp_names = [p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight", p + "mlp.down_proj.weight"]
+        grads.update(zip(mlp_names, mlp_grads))
         dh, grads[p + "post_attention_layernorm.weight"] = ops.rms_norm_backward(dh, cache.post_attention_layernorm)
         dx = dx + dh                                                                  # residual: both paths
         # Attention branch: x_mid = x_in + o_proj(attention(rope(q), rope(k), v)), h = input_layernorm(x_in).
         dy, grads[p + "self_attn.o_proj.weight"], _ = ops.linear_backward(dx, cache.o_proj)
-        dq, dk, dv = ops.scaled_dot_product_attention_backward(split_heads(dy, self.config.n_head), cache.attn)   # dk, dv (B, NKV, T, HS)
+        dy = split_heads(dy, self.config.n_head)                                       # (B, NH, T, HS)
+        dq, dk, dv = ops.scaled_dot_product_attention_backward(dy, cache.attn)          # dk, dv (B, NKV, T, HS)
         dq = ops.rope_backward(dq, cache.q_rope)
         dk = ops.rope_backward(dk, cache.k_rope)
         dh = None
