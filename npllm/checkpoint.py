@@ -89,8 +89,8 @@ class SafetensorsHeader(NamedTuple):
 
 
 class Field(NamedTuple):
-    """The bounds of one config field: an int in [low, high], or a float in [low, high)."""
-    type: type               # int or float
+    """The bounds of one config field: an int in [low, high], a float in [low, high), or a bool."""
+    type: type               # int, float or bool (bounds unused)
     low: float
     high: float
 
@@ -265,14 +265,17 @@ def check_config_bounds(fields: Mapping[str, Field], config: Mapping[str, Any], 
                         where: str = "model_config") -> None:
     """CheckpointError naming ``where.<field>`` unless every field of ``fields`` is in ``config`` with
     the right type and within its bounds: ints (not bools, not 1e9 written as a float) in [low, high],
-    floats in [low, high).  Only reads numbers, so it runs before any model is built."""
+    floats in [low, high), bools true or false.  Only reads numbers, so it runs before any model is built."""
     if not isinstance(config, Mapping):
         raise CheckpointError(f"{where}: expected a JSON object, got {type(config).__name__}")
     for name, field in fields.items():
         if name not in config:
             raise CheckpointError(f"{where}: missing {name}")
         value = config[name]
-        if field.type is int:
+        if field.type is bool:
+            if not isinstance(value, bool):
+                raise CheckpointError(f"{where}: {name} must be true or false, got {_short(value)}")
+        elif field.type is int:
             if not _is_int(value) or not field.low <= value <= field.high:
                 raise CheckpointError(f"{where}: {name} must be an int in [{field.low}, {field.high:,}], got "
                                       f"{_short(value)}")

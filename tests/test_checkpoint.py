@@ -327,8 +327,12 @@ def save_model(path, model, **meta):
 
 
 def tiny_models():
-    from npllm.models import GPT, GRULM, LSTMLM, RNNLM, GPTConfig, RNNLMConfig, Seq2Seq, Seq2SeqConfig
+    from npllm.models import (GPT, GRULM, LSTMLM, RNNLM, GPTConfig, Llama, LlamaConfig, RNNLMConfig, Seq2Seq,
+                              Seq2SeqConfig)
+    llama = dict(vocab_size=11, block_size=8, n_layer=2, n_head=4, n_kv_head=2, n_embd=8, intermediate_size=12)
     return [GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)),
+            Llama(LlamaConfig(**llama)),
+            Llama(LlamaConfig(**llama, tie_word_embeddings=True, attention_bias=True)),
             LSTMLM(RNNLMConfig(vocab_size=11, hidden_size=6, n_layer=2)),
             GRULM(RNNLMConfig(vocab_size=11, hidden_size=6, n_layer=1)),
             RNNLM(RNNLMConfig(vocab_size=11, hidden_size=6, n_layer=2)),
@@ -365,7 +369,7 @@ def test_an_edited_config_is_refused_before_any_model_is_built(tmp_path, monkeyp
     assert time.perf_counter() - started < 0.5
 
 
-@pytest.mark.parametrize("model", tiny_models()[:4], ids=lambda model: model.kind)
+@pytest.mark.parametrize("model", tiny_models()[:-1], ids=lambda model: model.kind)
 def test_model_from_checkpoint_round_trips_every_language_model(tmp_path, model):
     from npllm.models import model_from_checkpoint
     loaded = model_from_checkpoint(load_checkpoint(save_model(tmp_path / "c.safetensors", model)))
@@ -376,7 +380,7 @@ def test_model_from_checkpoint_round_trips_every_language_model(tmp_path, model)
 
 def test_check_model_config_covers_seq2seq(tmp_path):
     from npllm.models import Seq2SeqConfig, check_model_config
-    seq2seq = tiny_models()[4]
+    seq2seq = tiny_models()[-1]
     shapes = {name: a.shape for name, a in seq2seq.params.items()}
     assert check_model_config("seq2seq", seq2seq.config_dict(), shapes) == seq2seq.config
     with pytest.raises(CheckpointError, match="hidden_size must be an int"):
@@ -439,3 +443,15 @@ def test_devices_and_symlink_loops_are_named_not_read(tmp_path):
         load_checkpoint(tmp_path / "a")
     with pytest.raises(CheckpointError, match="/dev/zero is not a regular file"):
         load_checkpoint("/dev/zero")
+
+
+@pytest.mark.parametrize("field, value, words", [("tie_word_embeddings", "yes", "tie_word_embeddings must be true or false"),
+                                                 ("n_kv_head", 3, r"n_kv_head \(3\) must divide n_head \(4\)"),
+                                                 ("rope_theta", -1.0, "rope_theta must be a number"),
+                                                 ("tie_word_embeddings", True, "unexpected tensors: lm_head.weight")])
+def test_an_edited_llama_config_is_refused_naming_the_field(field, value, words):
+    from npllm.models import check_model_config
+    llama = tiny_models()[1]
+    shapes = {name: a.shape for name, a in llama.params.items()}
+    with pytest.raises(CheckpointError, match=words):
+        check_model_config("llama", {**llama.config_dict(), field: value}, shapes)

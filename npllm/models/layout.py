@@ -3,7 +3,7 @@
 A loader checks a stored config against these bounds and against the tensor shapes recorded in the file
 *before* it builds a model: an edited ``n_layer: 100000`` or ``block_size: 1e9`` is then one clear
 error, never gigabytes of allocation.  The shapes here mirror each model's ``init_params`` (gpt.py,
-rnn_lm.py, seq2seq.py); a test builds small models and compares, so the two cannot drift apart.
+llama.py, rnn_lm.py, seq2seq.py); a test builds small models and compares, so the two cannot drift apart.
 
 The limits are far above any model npllm trains or loads (GPT-2 XL: 48 layers, n_embd 1600, 1,024
 positions, 50,257 tokens, 1.6 billion parameters) and far below what would exhaust memory.
@@ -33,6 +33,12 @@ CONFIG_FIELDS: dict[str, dict[str, Field]] = {
                 "embed_size": Field(int, 1, MAX_WIDTH), "hidden_size": Field(int, 1, MAX_WIDTH),
                 "attention_size": Field(int, 1, MAX_WIDTH), "pad_id": Field(int, 0, MAX_VOCAB),
                 "bos_id": Field(int, 0, MAX_VOCAB), "eos_id": Field(int, 0, MAX_VOCAB)},
+    "llama": {"vocab_size": Field(int, 1, MAX_VOCAB), "block_size": Field(int, 1, MAX_POSITIONS),
+              "n_layer": Field(int, 1, MAX_LAYERS), "n_head": Field(int, 1, MAX_WIDTH),
+              "n_kv_head": Field(int, 1, MAX_WIDTH), "n_embd": Field(int, 1, MAX_WIDTH),
+              "intermediate_size": Field(int, 1, 4 * MAX_WIDTH), "rope_theta": Field(float, 0.0, 1e12),
+              "rms_norm_eps": Field(float, 0.0, 1.0), "tie_word_embeddings": Field(bool, 0, 1),
+              "attention_bias": Field(bool, 0, 1)},
 }
 CONFIG_FIELDS["lstm"] = CONFIG_FIELDS["gru"] = CONFIG_FIELDS["rnn"]
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}      # a recurrent layer's weight widths are gates × H
@@ -52,6 +58,25 @@ def param_shapes(kind: str, config: Mapping[str, Any]) -> dict[str, tuple[int, .
                                 ("mlp.c_proj.weight", (4 * C, C)), ("mlp.c_proj.bias", (C,))):
                 shapes[f"h.{i}.{name}"] = shape
         shapes["ln_f.weight"], shapes["ln_f.bias"] = (C,), (C,)
+        return shapes
+    if kind == "llama":
+        V, C, I = config["vocab_size"], config["n_embd"], config["intermediate_size"]
+        KV = config["n_kv_head"] * (C // config["n_head"])
+        shapes = {"model.embed_tokens.weight": (V, C)}
+        for i in range(config["n_layer"]):
+            p = f"model.layers.{i}."
+            shapes[p + "input_layernorm.weight"] = (C,)
+            for name, width in (("q_proj", C), ("k_proj", KV), ("v_proj", KV)):
+                shapes[p + f"self_attn.{name}.weight"] = (C, width)
+                if config["attention_bias"]:
+                    shapes[p + f"self_attn.{name}.bias"] = (width,)
+            shapes[p + "self_attn.o_proj.weight"] = (C, C)
+            shapes[p + "post_attention_layernorm.weight"] = (C,)
+            shapes.update({p + "mlp.gate_proj.weight": (C, I), p + "mlp.up_proj.weight": (C, I),
+                           p + "mlp.down_proj.weight": (I, C)})
+        shapes["model.norm.weight"] = (C,)
+        if not config["tie_word_embeddings"]:
+            shapes["lm_head.weight"] = (C, V)
         return shapes
     if kind in _GATES:
         V, H, G = config["vocab_size"], config["hidden_size"], _GATES[kind]
@@ -83,9 +108,11 @@ def check_config(kind: str, config: Mapping[str, Any], tensor_shapes: Mapping[st
     if kind not in CONFIG_FIELDS:
         raise CheckpointError(f"model_type {kind!r} is unknown; expected one of {sorted(CONFIG_FIELDS)}")
     check_config_bounds(CONFIG_FIELDS[kind], config, where=where)
-    if kind == "gpt" and config["n_embd"] % config["n_head"]:
+    if kind in ("gpt", "llama") and config["n_embd"] % config["n_head"]:
         raise CheckpointError(f"{where}: n_embd ({config['n_embd']}) must be divisible by n_head "
                               f"({config['n_head']})")
+    if kind == "llama" and config["n_head"] % config["n_kv_head"]:
+        raise CheckpointError(f"{where}: n_kv_head ({config['n_kv_head']}) must divide n_head ({config['n_head']})")
     shapes = param_shapes(kind, config)
     total = sum(math.prod(shape) for shape in shapes.values())
     if total > MAX_PARAMETERS:
