@@ -18,8 +18,8 @@ def time_interleaved(functions: dict, budget_s: float = 2.0, max_reps: int = 100
     """Best wall time (s) of each function, run in turns of ``block`` calls after one warm-up call each.
 
     Turns, so that a slow spell of the machine hits every function alike. Blocks of calls, because a
-    function that ran multi-threaded BLAS leaves OpenBLAS's workers spinning for a while (PERF-NOTES
-    lesson 4): the call right after it, if it runs on other threads (Numba's), pays for that, which a
+    function that ran multi-threaded BLAS leaves OpenBLAS's workers spinning for a while (docs/performance.md,
+    "Threads"): the call right after it, if it runs on other threads (Numba's), pays for that, which a
     training run on one backend never does. The best call of a block is the steady state.
     """
     first = {}

@@ -1,7 +1,7 @@
 """``npllm gradcheck``: gradient-check every op of npllm.layers on several random shapes.
 
 ``op_cases(name, rng)`` yields ready-to-check cases (forward, backward, inputs, kwargs, time_axis) for
-each op of DESIGN.md's table; the tests reuse them, so the command and the suite check the same things.
+each op in ``npllm.layers.OPS``; the tests reuse them, so the command and the suite check the same things.
 Shapes include batch 1 and sequence length 1; masks and ignore_index are exercised.  Inputs are kept
 away from the kinks of ReLU so central differences are meaningful there.
 """
@@ -181,7 +181,7 @@ def _cases_additive_attention(rng):
 
 
 def op_cases(name, rng=None):
-    """All cases for op ``name`` (a name from DESIGN.md's table) as a list of :class:`Case`."""
+    """All cases for op ``name`` (a name in ``npllm.layers.OPS``) as a list of :class:`Case`."""
     if name not in L.OPS:
         raise ValueError(f"--op must be one of: {', '.join(L.OPS)}; got {name!r}")
     return list(_cases(name, rng if rng is not None else np.random.default_rng(0)))

@@ -44,7 +44,7 @@ def test_tutorial_runs_as_a_script_and_writes_its_figures(tutorial, tmp_path):
     shutil.copytree(TUTORIALS_DIR, workdir, ignore=shutil.ignore_patterns("*.png", "__pycache__"))
     env = dict(os.environ, NPLLM_FAST="1", MPLBACKEND="Agg",
                # The tutorials multiply small matrices; a multi-threaded BLAS only adds spinning threads
-               # that fight for the CI runner's two cores (PERF-NOTES lesson 4).
+               # that fight for the CI runner's two cores (docs/performance.md).
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("NPLLM_BACKEND", None)            # the tutorials are about the NumPy reference
     started = time.perf_counter()

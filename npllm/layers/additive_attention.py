@@ -10,7 +10,7 @@ width of that hidden layer.  A row whose mask is all False gets zero weights and
 no gradient (never NaN), as ``scaled_dot_product_attention`` does.
 
 Two pairs live here:
-* :func:`additive_attention_forward` / ``_backward`` — the op as written above (DESIGN.md's table).
+* :func:`additive_attention_forward` / ``_backward`` — the op as written above (the op table in docs/architecture.md).
 * :func:`additive_attention_projected_forward` / ``_backward`` — the same computation from the
   projections ``q W_q`` and ``k W_k`` already made.  A decoder attends to the same keys at every output
   step, so a model projects the keys once per sequence and calls this at each step; the first pair is
