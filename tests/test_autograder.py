@@ -193,3 +193,14 @@ def test_cli_grade_writes_the_csv_and_refuses_bad_flags_in_one_line(solution, tm
         assert main(["assignment", "grade", *argv, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and flag in err
+
+
+def test_a_gpt_whose_attention_passes_no_gradient_fails_the_training_part(tmp_path):
+    directory = tmp_path / "gpt"
+    build("gpt", directory, solution=True)
+    module = directory / "gpt_layers.py"
+    zeros = ("    dx, dW_qkv, db_qkv, dW_out, db_out = (np.zeros_like(a) for a in (x, W_qkv, W_qkv[0], W_out, "
+             "W_out[0]))\n")
+    module.write_text(module.read_text().replace("    dx = dqkv @ W_qkv.T\n", zeros))
+    train = grade("gpt", directory, [4], timeout=60).parts[0]
+    assert train.score == 0 and "too high" in train.lines[0] and "re-scored with npllm's layers" in train.lines[0]

@@ -11,10 +11,10 @@ grading time; :func:`grade_submissions` grades a class into a CSV and Gradescope
 """
 from __future__ import annotations
 
+from npllm.assignments.autograder import grade
 from npllm.assignments.batch import grade_submissions
 from npllm.assignments.builder import build, render
 from npllm.assignments.catalog import ASSIGNMENTS
-from npllm.assignments.grading import grade
 from npllm.assignments.markers import MarkerError, make_starter, strip_markers
 
 __all__ = ["ASSIGNMENTS", "build", "render", "grade", "grade_submissions", "make_starter", "strip_markers",

@@ -17,7 +17,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from npllm.assignments.grading import GradeReport, grade
+from npllm.assignments.autograder import grade
+from npllm.assignments.catalog import ASSIGNMENTS
+from npllm.assignments.grading import GradeReport
 from npllm.assignments.report import write_results
 from npllm.assignments.sandbox import DEFAULT_TIMEOUT
 
@@ -48,8 +50,6 @@ def grade_submissions(submissions_dir, assignment: str, out_csv, timeout: float 
                       seed: int | None = None) -> list:
     """Grade every submission in ``submissions_dir`` for ``assignment``; write ``out_csv`` and each
     student's results.json (in ``<csv stem>_results/<student>/`` beside the CSV); return the rows."""
-    from npllm.assignments.catalog import ASSIGNMENTS
-
     if assignment not in ASSIGNMENTS:
         raise KeyError(f"unknown assignment {assignment!r}; choose one of {', '.join(ASSIGNMENTS)}")
     spec = ASSIGNMENTS[assignment]

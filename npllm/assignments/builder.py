@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from npllm.assignments.catalog import ASSIGNMENTS, Assignment
-from npllm.assignments.grading import GRADCHECK_TOL, PRINT_OPTIONS, SEED, VISIBLE_FILE, decode, encode
+from npllm.assignments.grading import SEED, VISIBLE_FILE, encode
 from npllm.assignments.markers import make_starter, strip_markers
-from npllm.assignments.notebook import render_notebook
+from npllm.assignments.notebook import describe_inputs, expected_block, render_notebook
+from npllm.assignments.plans import reference_case
 
 TEACHER_BANNER = ("# TEACHER'S COPY: this file holds the solutions. Hand out the starter build instead\n"
                   "# (npllm assignment build NAME --out DIR, without --solution).\n")
@@ -47,7 +48,6 @@ def _template(filename: str) -> str:
 def visible_spec(assignment: Assignment) -> dict:
     """Every part's description and its visible cases (inputs and the reference's results, encoded)."""
     from npllm import __version__
-    from npllm.assignments.plans import reference_case
 
     parts = []
     for number, part in enumerate(assignment.parts, start=1):
@@ -97,8 +97,6 @@ Hidden cases are drawn with a fresh seed at every grading run (the seed is in th
 
 def render_readme(assignment: Assignment, spec: dict, solution: bool = False) -> str:
     """README.md of the built assignment (the teacher's copy adds the teacher's workflow)."""
-    from npllm.assignments.notebook import describe_inputs, expected_block
-
     module = assignment.module
     rows = "\n".join(f"| {p['number']} | `{p['name']}` | {p['task']} | {_points(p)} |" for p in spec["parts"])
     sections = []

@@ -14,12 +14,14 @@ The second input of every part has other sizes than the first, so code that hard
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from npllm import layers
+from npllm.assignments.training_part import train_plan
 
 
 @dataclass(frozen=True)
@@ -182,4 +184,42 @@ ATTENTION = Assignment(
                "scaled_dot_product_attention_backward": layers.scaled_dot_product_attention_backward},
 )
 
-ASSIGNMENTS = {assignment.name: assignment for assignment in (RNN, LSTM, ATTENTION)}
+def _self_attention_inputs(rng, case):
+    B, T, C, n_head = ((2, 4, 8, 2), (3, 5, 6, 3))[case]
+    return [_normal(rng, B, T, C), _normal(rng, C, 3 * C, scale=0.3), _normal(rng, 3 * C, scale=0.1),
+            _normal(rng, C, C, scale=0.3), _normal(rng, C, scale=0.1), n_head], {}
+
+
+def _layer_norm_inputs(rng, case):
+    shape = ((2, 3, 5), (4, 6))[case]
+    C = shape[-1]
+    return [_normal(rng, *shape, scale=2.0) + 1.0, 1.0 + _normal(rng, C, scale=0.1), _normal(rng, C, scale=0.1)], {}
+
+
+_TRAIN_CELL = """copy_losses, *weights = tiny_gpt.train({module})
+print(f"copy loss {{copy_losses[0]:.3f}} at step 1, {{copy_losses[-1]:.4f}} at step {{len(copy_losses)}} "
+      f"(the grader wants < {{tiny_gpt.COPY_LOSS_THRESHOLD}})")"""
+
+GPT = Assignment(
+    name="gpt",
+    title="A tiny GPT's layers: causal multi-head attention and layer norm, then training",
+    module="gpt_layers",
+    parts=(
+        Part("causal_self_attention_forward", "multi-head causal self-attention, forward",
+             _self_attention_inputs, ("y",), 2),
+        Part("causal_self_attention_backward", "its backward: dx, dW_qkv, db_qkv, dW_out, db_out",
+             _self_attention_inputs, ("dx", "dW_qkv", "db_qkv", "dW_out", "db_out"), 2, 2,
+             forward="causal_self_attention_forward", forward_outputs=("y",), time_axis=1),
+        Part("layer_norm_backward", "layer norm's backward: dx, dgamma, dbeta", _layer_norm_inputs,
+             ("dx", "dgamma", "dbeta"), 2, 2, forward="layer_norm_forward", forward_outputs=("y",)),
+        Part("train", "train tiny_gpt.py's copying GPT with your layers: the copy loss must fall below 0.3",
+             None, (), 2, n_visible=0, n_hidden=1, plan=train_plan, notebook=_TRAIN_CELL),
+    ),
+    reference={"causal_self_attention_forward": functools.partial(layers.multi_head_attention_forward,
+                                                                  causal=True),
+               "causal_self_attention_backward": layers.multi_head_attention_backward,
+               "layer_norm_forward": layers.layer_norm_forward, "layer_norm_backward": layers.layer_norm_backward},
+    provided=("tiny_gpt.py",),
+)
+
+ASSIGNMENTS = {assignment.name: assignment for assignment in (RNN, LSTM, ATTENTION, GPT)}

@@ -1,4 +1,4 @@
-"""The autograder: score a student's functions part by part, student code isolated in child processes.
+"""What the autograder measures and reports: cases, checks, comparisons and the results of a run.
 
 For each part of an assignment (:mod:`npllm.assignments.catalog`) the grader draws test cases:
 
@@ -9,7 +9,9 @@ For each part of an assignment (:mod:`npllm.assignments.catalog`) the grader dra
   function that ignores its input and returns the visible expected values fails them.
 
 All cases of a part run in one child process (:func:`npllm.assignments.sandbox.run_calls`) that
-hands back plain arrays; every comparison is made here.  A hidden case earns, each on its own:
+hands back plain arrays; every comparison is made in the grader's process (:mod:`npllm.assignments.plans`
+says what each case calls and how it is judged, :mod:`npllm.assignments.autograder` runs a grading).
+A hidden case earns, each on its own:
 
 * *values*: the student's results equal the reference's (``numpy.allclose`` with ``RTOL``/``ATOL``:
   float64, so only rounding may differ);
@@ -24,14 +26,10 @@ crashes scores 0 with one line saying so, and the other parts are graded as usua
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from npllm.assignments.sandbox import DEFAULT_TIMEOUT, run_calls
 
 RTOL, ATOL = 1e-6, 1e-9
 GRADCHECK_TOL = 1e-6
@@ -207,56 +205,3 @@ def case_inputs(part, part_number: int, case: int, hidden: bool, seed: int):
     rng = np.random.default_rng([seed if hidden else SEED, part_number, case, int(hidden)])
     args, kwargs = part.make_inputs(rng, case)
     return rng, args, kwargs
-
-
-def grade_part(assignment, number: int, submission, seed: int, timeout: float = DEFAULT_TIMEOUT) -> PartResult:
-    """Grade part ``number`` (1-based) of ``assignment`` on ``submission`` (a directory or a file)."""
-    from npllm.assignments.plans import make_plan
-
-    part = assignment.parts[number - 1]
-    result = PartResult(number, part.name, part.points)
-    cases = [(index, False) for index in range(part.n_visible)] + [(index, True) for index in range(part.n_hidden)]
-    plans, calls, arrays = [], [], {}
-    for position, (index, hidden) in enumerate(cases):
-        plan = make_plan(assignment, part, number, index, hidden, seed, prefix=f"c{position}.")
-        plans.append(plan)
-        calls += plan.calls
-        arrays.update(plan.arrays)
-    child = run_calls(submission, assignment.module, calls, arrays, timeout, assignment.provided_sources())
-    result.seconds = child.seconds
-    if child.error:
-        result.error = child.error
-    weights = {"values": part.value_points / part.n_hidden, "gradcheck": part.gradcheck_points / part.n_hidden}
-    for plan, (index, hidden) in zip(plans, cases):
-        points = sum(weights[kind] for kind in plan.kinds) if hidden else 0.0
-        case = CaseResult(number, index, hidden, plan.description, round(points, 6))
-        case.checks = [Check(kind, False, child.error) for kind in plan.kinds] if child.error else plan.judge(child)
-        for check in case.checks:
-            label = f"{'gradient check' if check.kind == 'gradcheck' else check.kind}"
-            if hidden:
-                worth = weights[check.kind]
-                label += f" ({worth:g} pt{'s' if worth != 1 else ''})"
-                case.score += worth if check.passed else 0.0
-            case.lines.append(f"{label}: {check.message}")
-        case.score = round(case.score, 6)
-        result.cases.append(case)
-    return result
-
-
-def grade(name: str, submission, parts=None, timeout: float = DEFAULT_TIMEOUT, seed: int | None = None) -> GradeReport:
-    """Grade ``submission`` (a directory holding the student's module, or the module file itself) for
-    assignment ``name``; ``parts``: part numbers (default all); ``seed``: the hidden cases' seed
-    (default: a fresh one, recorded in the report)."""
-    from npllm.assignments.catalog import ASSIGNMENTS
-
-    if name not in ASSIGNMENTS:
-        raise KeyError(f"unknown assignment {name!r}; choose one of {', '.join(ASSIGNMENTS)}")
-    assignment = ASSIGNMENTS[name]
-    seed = secrets.randbits(32) if seed is None else int(seed)
-    numbers = list(parts or range(1, len(assignment.parts) + 1))
-    for number in numbers:
-        if not 1 <= number <= len(assignment.parts):
-            raise ValueError(f"part must be between 1 and {len(assignment.parts)}, got {number}")
-    started = time.perf_counter()
-    results = [grade_part(assignment, number, submission, seed, timeout) for number in numbers]
-    return GradeReport(name, seed, results, round(time.perf_counter() - started, 3))

@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from npllm.assignments.grading import GradeReport, grade
+from npllm.assignments.autograder import grade
+from npllm.assignments.grading import GradeReport
 from npllm.assignments.sandbox import DEFAULT_TIMEOUT
 
 
