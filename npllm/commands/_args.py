@@ -42,12 +42,11 @@ def add_backend(parser, default=None, help_text="default: $NPLLM_BACKEND or nump
 def configure_process(backend: str | None, **settings) -> str:
     """:func:`npllm.process.configure`, its errors as a UsageError naming --backend, or NPLLM_BACKEND
     when the variable chose the backend."""
-    from npllm.errors import UsageError
+    from npllm.errors import EnvironmentVariableError, UsageError
     from npllm.process import configure
     try:
         return configure(backend, **settings)
+    except EnvironmentVariableError as exc:
+        raise UsageError(exc.variable, exc.message) from None
     except (ValueError, RuntimeError) as exc:
-        message = str(exc)
-        if backend is None and message.startswith("NPLLM_BACKEND: "):
-            raise UsageError("NPLLM_BACKEND", message.removeprefix("NPLLM_BACKEND: ")) from None
-        raise UsageError("--backend", message) from None
+        raise UsageError("--backend", str(exc)) from None

@@ -82,22 +82,15 @@ def _train_tokenizer(config: TrainConfig, text: str):
         raise UsageError("--vocab-size" if config.tokenizer != "char" else "--tokenizer", str(exc)) from None
 
 
-def _is_hf_directory(path: Path) -> bool:
-    """A Hugging Face model directory (config.json or model.safetensors in it), not an npllm --out-dir."""
-    return path.is_dir() and ((path / "config.json").exists() or (path / "model.safetensors").exists())
-
-
 def load_init_from(path: str, typed: TrainConfig):
     """--init-from PATH → (model, tokenizer); a typed flag contradicting the loaded model is an error."""
     from npllm.models import GPT, model_from_checkpoint
+    from npllm.models.gpt2_io import is_hf_directory
     from npllm.tokenizers import BPETokenizer
     where = Path(path)
     what = f"--init-from {path}"
     try:
-        if _is_hf_directory(where):
-            if not (where / "config.json").is_file():
-                raise CheckpointError(f"{where} has no config.json (a Hugging Face model directory holds "
-                                      "config.json and model.safetensors)")
+        if is_hf_directory(where):
             model = GPT.from_pretrained(where)
             check_against_model(typed, "gpt", model.config_dict(), "bpe", what)
             tokenizer = BPETokenizer.from_pretrained(where)

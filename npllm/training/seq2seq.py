@@ -231,13 +231,15 @@ class Seq2SeqTask:
 def seq2seq_from_checkpoint(checkpoint):
     """(model, source Vocab, target Vocab, level) of a loaded seq2seq checkpoint."""
     from npllm.checkpoint import check_params_match
-    from npllm.models import Seq2Seq, Seq2SeqConfig
+    from npllm.models import Seq2Seq, check_model_config
     meta = checkpoint.meta
     if meta.get("model_type") != "seq2seq":
         raise CheckpointError(f"model_type is {meta.get('model_type')!r}, not 'seq2seq'")
+    shapes = {name: array.shape for name, array in checkpoint.params.items()}
+    config = check_model_config("seq2seq", meta.get("model_config"), shapes)   # before anything is allocated
     try:
         dtype = next(iter(checkpoint.params.values())).dtype
-        model = Seq2Seq(Seq2SeqConfig(**meta["model_config"]), dtype=dtype)
+        model = Seq2Seq(config, dtype=dtype)
         tokenizer = meta["tokenizer"]
         vocabs = Vocab.from_dict(tokenizer["source"]), Vocab.from_dict(tokenizer["target"])
         level = tokenizer["level"]
