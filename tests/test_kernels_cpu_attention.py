@@ -16,10 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("numba")
-import npllm.layers as ref  # noqa: E402
-from npllm.gradcheck import check_op  # noqa: E402
-from npllm_kernels.cpu import attention  # noqa: E402
+import npllm.layers as ref
+from npllm.gradcheck import check_op
+from npllm_kernels.cpu import attention
 
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 forward, backward = attention.scaled_dot_product_attention_forward, attention.scaled_dot_product_attention_backward
@@ -198,7 +197,7 @@ def test_flash_attention_backward_rejects_a_reference_cache():
 
 
 def test_flash_attention_restores_the_blas_thread_count():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
     before = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
     q, k, v, dout = _inputs(np.random.default_rng(9), 1, 2, 8, 8, 4, 4, np.float32)
     _, cache = forward(q, k, v, causal=True)

@@ -11,11 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-pytest.importorskip("numba")
-import npllm.layers as ref  # noqa: E402
-from npllm.backend import ops, use_backend  # noqa: E402
-from npllm.gradcheck import check_op  # noqa: E402
-from npllm_kernels.cpu import embedding  # noqa: E402
+import npllm.layers as ref
+from npllm.backend import ops, use_backend
+from npllm.gradcheck import check_op
+from npllm_kernels.cpu import embedding
 
 RTOL = {np.float32: 1e-6, np.float64: 1e-12}
 

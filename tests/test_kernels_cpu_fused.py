@@ -17,11 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("numba")
-import npllm.layers as ref  # noqa: E402
-from npllm.backend import ops, use_backend  # noqa: E402
-from npllm.gradcheck import check_op  # noqa: E402
-from npllm_kernels.cpu import activations, cross_entropy, layer_norm, mlp  # noqa: E402
+import npllm.layers as ref
+from npllm.backend import ops, use_backend
+from npllm.gradcheck import check_op
+from npllm_kernels.cpu import activations, cross_entropy, layer_norm, mlp
 
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 dtypes = st.sampled_from([np.float32, np.float64])

@@ -6,8 +6,7 @@ Called from Python, ``fast_exp`` & co. run a compiled loop built with the kernel
 import numpy as np
 import pytest
 
-pytest.importorskip("numba")
-from npllm_kernels.cpu._math import fast_exp, fast_sigmoid, fast_tanh  # noqa: E402
+from npllm_kernels.cpu._math import fast_exp, fast_sigmoid, fast_tanh
 
 # Promised accuracy (module docstring of _math): about 2 ulp in float32, 1e-15 relative in float64.
 EXP_RTOL = {np.float32: 3e-7, np.float64: 1e-15}

@@ -1,8 +1,8 @@
 """Numba matmul kernels (v1 naive, v2 tiled, v3 packed micro-kernel) against the reference ``a @ b``.
 
 Every version must give a @ b for shapes that are not multiples of its tiles (1, 3, 17, 65, ...) and
-for K longer than one packed panel (KC = 512); ``matmul`` must keep the reference's signature, validate
-its inputs and handle batched operands whichever path (BLAS or kernel) it takes.
+for K longer than one packed panel (KC = 512); every backend's ``matmul`` must keep the reference's
+signature and accept, reject and compute exactly what the reference ``npllm.layers.matmul`` does.
 
 Tolerance: float64 1e-10, float32 1e-4 relative to √K · max|a| · max|b|, the size of the terms each
 entry sums (an entry near 0 is a cancelling sum and carries their rounding); compared with the product
@@ -16,9 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-pytest.importorskip("numba")
-import npllm.layers as ref  # noqa: E402
-import npllm_kernels.cpu  # noqa: E402,F401
+import npllm.layers as ref
+import npllm_kernels.cpu  # noqa: F401
 
 mm = sys.modules["npllm_kernels.cpu.matmul"]   # the attribute npllm_kernels.cpu.matmul is the function
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}
@@ -72,34 +71,103 @@ def test_matmul_signature_equals_the_reference():
     assert inspect.signature(mm.matmul) == inspect.signature(ref.matmul)
 
 
-@pytest.fixture(params=["blas", "kernel"])
-def path(request, monkeypatch):
-    """Run ``matmul`` down each path: BLAS, and the Numba kernel (by overriding the choice function)."""
-    monkeypatch.setattr(mm, "blas_is_faster", lambda M, K, N: request.param == "blas")
-    return request.param
+# ---------------------------------------------------------------- matmul: one contract, every backend
+# ``check_matmul_operands`` states it: float32/float64 ndarrays with at least one axis, NumPy's ``@``
+# semantics (1-D vectors, broadcast batch axes, float32 @ float64 promoted); anything else raises
+# TypeError (type, dtype) or ValueError (shape) naming a or b.  Every backend runs that one check.
 
 
-@pytest.mark.parametrize("a_shape, b_shape", [((5, 7), (7, 3)), ((2, 3, 5, 7), (7, 4)), ((3, 5, 7), (3, 7, 2)),
-                                              ((1, 5, 7), (4, 7, 2)), ((0, 5, 7), (7, 2))])
-def test_matmul_handles_batches_on_both_paths(path, a_shape, b_shape):
-    rng = np.random.default_rng(2)
-    a, b = rng.standard_normal(a_shape).astype(np.float32), rng.standard_normal(b_shape).astype(np.float32)
-    c = mm.matmul(a, b)
-    np.testing.assert_allclose(c, ref.matmul(a, b), rtol=1e-5, atol=1e-5)
-    assert c.dtype == np.float32
+def _load_backend(name):
+    if name == "numba":
+        return mm
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install -e .[cuda])")
+    return pytest.importorskip("npllm_kernels.cuda")
 
 
+BACKENDS = [pytest.param("numba", id="numba"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
+
+
+def _outcome(fn, a, b):
+    """("ok", result) or (error type, message) of fn(a, b)."""
+    try:
+        return "ok", fn(a, b)
+    except (TypeError, ValueError) as exc:
+        return type(exc), str(exc)
+
+
+_SIZES = st.sampled_from([1, 2, 3, 5, 17])
+
+
+@st.composite
+def _operand_pairs(draw):
+    """Two operands of 1-4 axes whose K and batch axes agree, broadcast, or (sometimes) do not."""
+    a_ndim, b_ndim = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    M, K, N = draw(_SIZES), draw(_SIZES), draw(_SIZES)
+    batch = draw(st.lists(st.sampled_from([2, 3]), min_size=2, max_size=2))   # few: the simulator runs each
+    a_batch = [draw(st.sampled_from([n, 1])) for n in batch[4 - a_ndim:]][:max(0, a_ndim - 2)]
+    b_batch = [draw(st.sampled_from([n, 1])) for n in batch[4 - b_ndim:]][:max(0, b_ndim - 2)]
+    b_k = K
+    if draw(st.integers(0, 4)) == 0:                      # a mismatch: a different K or batch size
+        if b_batch and draw(st.booleans()):
+            b_batch[0] += 1 if b_batch[0] > 1 else 2
+        else:
+            b_k = K + 1
+    return _arrays(draw, a_batch, a_ndim, M, K, b_batch, b_ndim, b_k, N)
+
+
+def _arrays(draw, a_batch, a_ndim, M, K, b_batch, b_ndim, b_k, N):
+    a_shape = (K,) if a_ndim == 1 else tuple(a_batch) + (M, K)
+    b_shape = (b_k,) if b_ndim == 1 else tuple(b_batch) + (b_k, N)
+    dtypes = st.sampled_from([np.float32, np.float64])
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return (rng.standard_normal(a_shape).astype(draw(dtypes)), rng.standard_normal(b_shape).astype(draw(dtypes)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(operands=_operand_pairs())
+def test_matmul_accepts_and_rejects_what_the_reference_does_and_agrees_in_value(backend, operands):
+    a, b = operands
+    kernel_status, kernel_result = _outcome(_load_backend(backend).matmul, a, b)
+    ref_status, ref_result = _outcome(ref.matmul, a, b)
+    assert kernel_status == ref_status, (kernel_result, ref_result)
+    if ref_status != "ok":
+        assert kernel_result == ref_result                # the same message, from the one shared check
+        return
+    assert np.shape(kernel_result) == (a @ b).shape and kernel_result.dtype == np.result_type(a, b)
+    # The promoted product in float64; tolerance relative to √K · max|a| · max|b|, the size of the terms.
+    promoted = np.result_type(a, b).type
+    desired = a.astype(np.float64) @ b.astype(np.float64)
+    scale = np.sqrt(a.shape[-1]) * np.max(np.abs(a)) * np.max(np.abs(b))
+    np.testing.assert_allclose(kernel_result, desired, rtol=RTOL[promoted], atol=RTOL[promoted] * scale)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("a, b, error, message", [
-    (np.ones((2, 3), dtype=np.int64), np.ones((3, 2)), TypeError, "a must have dtype float32 or float64"),
-    (np.ones((2, 3)), np.ones((3, 2), dtype=np.float32), TypeError, "share one dtype"),
-    (np.ones((2, 3)), np.ones((4, 2)), ValueError, r"a's last dimension must equal b's second-to-last"),
-    (np.ones(3), np.ones((3, 2)), ValueError, "at least 2 dimensions"),
+    (np.ones((2, 3), dtype=np.int64), np.ones((3, 2)), TypeError, "a must have dtype float32 or float64, got int64"),
+    (np.ones((2, 3)), np.ones((3, 2), dtype=np.float16), TypeError, "b must have dtype float32 or float64"),
+    (np.ones((2, 3)), np.ones((4, 2)), ValueError, r"a's last axis must equal b's second-to-last axis \(K\)"),
+    (np.ones(3), np.ones(4), ValueError, r"a's last axis must equal b's only axis \(K\)"),
+    (np.ones(()), np.ones((1, 1)), ValueError, r"a must have at least 1 dimension"),
+    (np.ones((1, 1)), np.float64(2.0), TypeError, "b must be a numpy.ndarray"),
     ([[1.0]], np.ones((1, 1)), TypeError, "a must be a numpy.ndarray"),
-    (np.ones((2, 2, 3)), np.ones((3, 3, 2)), ValueError, "leading .batch. dimensions must broadcast"),
+    (np.ones((2, 2, 3)), np.ones((3, 3, 2)), ValueError, "batch axes .* must broadcast"),
 ])
-def test_matmul_rejects_bad_operands(path, a, b, error, message):
-    with pytest.raises(error, match=message):
-        mm.matmul(a, b)
+def test_matmul_rejects_bad_operands_like_the_reference(backend, a, b, error, message):
+    for fn in (ref.matmul, _load_backend(backend).matmul):
+        with pytest.raises(error, match=message):
+            fn(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matmul_takes_vectors_batches_and_mixed_dtypes_as_numpy_does(backend):
+    """What the old numba matmul rejected (1-D operands, float32 @ float64) is now NumPy's answer."""
+    matmul = _load_backend(backend).matmul
+    rng = np.random.default_rng(3)
+    v, W, x = rng.standard_normal(5), rng.standard_normal((5, 4)), rng.standard_normal((2, 3, 5)).astype(np.float32)
+    for a, b in [(v, W), (W.T, v), (v, v), (x, W), (x, v), (np.ones((0, 5, 5)), W)]:
+        c = matmul(a, b)
+        assert c.shape == (a @ b).shape and c.dtype == np.result_type(a, b)
+        np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
 
 
 def test_versions_reject_mismatched_inner_dimensions():

@@ -78,9 +78,10 @@ def test_matmul_host_broadcasts_batches_and_vectors_like_numpy():
 
 
 def test_matmul_rejects_mismatched_inner_sizes_and_integers():
-    with pytest.raises(ValueError, match="agree in K"):
+    """The reference's checks (the full table of rejections: tests/test_kernels_cpu_matmul.py)."""
+    with pytest.raises(ValueError, match=r"a's last axis must equal b's second-to-last axis \(K\)"):
         kernels.matmul(np.ones((2, 3)), np.ones((4, 2)))
-    with pytest.raises(TypeError, match="a must be a float32 or float64"):
+    with pytest.raises(TypeError, match="a must have dtype float32 or float64, got int64"):
         kernels.matmul(np.ones((2, 3), dtype=np.int64), np.ones((3, 2)))
 
 

@@ -4,6 +4,7 @@ Contract (shared/DESIGN.md): ``out, cache = name_forward(*inputs, **options)`` a
 ``grads = name_backward(dout, cache)`` returning one gradient per floating-point array input, in order.
 Nothing is modified in place; ops compute in the input's dtype; batch first; weights are (D_in, D_out).
 """
+from npllm.layers._validate import check_matmul_operands as _check_matmul_operands
 from npllm.layers.additive_attention import (additive_attention_backward, additive_attention_forward,
                                              additive_attention_projected_backward,
                                              additive_attention_projected_forward)
@@ -31,7 +32,10 @@ from npllm.layers.swiglu import swiglu_backward, swiglu_forward, swiglu_mlp_back
 
 
 def matmul(a, b):
-    """a @ b for float arrays (..., M, K) @ (..., K, N) → (..., M, N); the reference is NumPy's BLAS."""
+    """a @ b with NumPy's semantics.  a (..., M, K) or (K,), b (..., K, N) or (K,) → (..., M, N) (a vector's
+    axis dropped); float32/float64, batch axes broadcast, mixed dtypes promote.  The contract every
+    backend's matmul keeps: ``npllm.layers._validate.check_matmul_operands``."""
+    _check_matmul_operands(a, b)
     return a @ b
 
 

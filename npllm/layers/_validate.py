@@ -41,6 +41,32 @@ def check_same_dtype(**arrays) -> None:
         raise TypeError(f"all floating inputs must share one dtype, got {listing}")
 
 
+def check_matmul_operands(a, b) -> tuple:
+    """Validate ``a @ b`` as NumPy's matmul takes it; return the product's shape (the contract of every
+    backend's ``matmul``).
+
+    Accepted: float32/float64 ndarrays (mixed: NumPy promotes to float64) with at least one axis. A 1-D
+    a is a row (K,), a 1-D b a column (K,); otherwise a (..., M, K) and b (..., K, N) with batch axes
+    that broadcast. Anything else raises TypeError (type, dtype) or ValueError (shape) naming a or b."""
+    check_float("a", a)
+    check_float("b", b)
+    for name, x, layout in (("a", a, "(..., M, K) or (K,)"), ("b", b, "(..., K, N) or (K,)")):
+        if x.ndim == 0:
+            raise ValueError(f"{name} must have at least 1 dimension {layout}, got shape {x.shape}")
+    b_axis = 0 if b.ndim == 1 else b.ndim - 2          # the axis of b that a's last axis is summed with
+    if a.shape[-1] != b.shape[b_axis]:
+        which = "only" if b.ndim == 1 else "second-to-last"
+        raise ValueError(f"a's last axis must equal b's {which} axis (K), got a {a.shape} and b {b.shape}")
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"a's and b's batch axes (all but the last two) must broadcast, "
+                         f"got a {a.shape} and b {b.shape}") from None
+    rows = a.shape[-2:-1]                              # (M,), or () when a is a vector
+    cols = b.shape[-1:] if b.ndim > 1 else ()          # (N,), or () when b is a vector
+    return batch + rows + cols
+
+
 def check_ids(name: str, ids, upper: int, allow: int | None = None) -> np.ndarray:
     """Require an integer ndarray with values in [0, upper) (``allow`` is one extra permitted value)."""
     if not isinstance(ids, np.ndarray):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from npllm.layers._recurrent import check_sequence, check_step
-from npllm.layers._validate import check_cache, upstream
+from npllm.layers._validate import check_cache, check_float, check_shape, upstream
 from npllm.layers.activations import sigmoid
 
 
@@ -78,9 +78,27 @@ def lstm_step_backward(dh, dc, cache):
     return da @ Wx.T, da @ Wh.T, dc_prev, x.T @ da, h_prev.T @ da, da.sum(axis=0)
 
 
+def check_lstm_inputs(x, h0, c0, Wx, Wh, b) -> None:
+    """The sequence checks, naming the state that is wrong (shared with the kernels that replace this op).
+
+    When h0 and c0 disagree, the one whose shape differs from (B, H), H from Wh (H, 4H), is named;
+    the generic check would name c0 (checked against h0) whichever was wrong."""
+    check_float("x", x, 3, "(B, T, D)")
+    check_float("h0", h0, 2, "(B, H)")
+    check_shape("h0", h0, (x.shape[0], None))
+    check_float("c0", c0, 2, "(B, H)")
+    if c0.shape != h0.shape:
+        weights_h = isinstance(Wh, np.ndarray) and Wh.ndim == 2 and Wh.shape[1] == 4 * Wh.shape[0]
+        expected = (x.shape[0], Wh.shape[0] if weights_h else h0.shape[1])
+        if c0.shape == expected:
+            raise ValueError(f"h0 must have shape {expected} like c0, got {h0.shape}")
+        raise ValueError(f"c0 must have shape {expected}, got {c0.shape}")
+    check_sequence(x, h0, Wx, Wh, {"b": b}, 4, c0)
+
+
 def lstm_forward(x, h0, c0, Wx, Wh, b):
     """Run over a sequence.  x (B, T, D), h0, c0 (B, H) → hs (B, T, H), cs (B, T, H), cache."""
-    check_sequence(x, h0, Wx, Wh, {"b": b}, 4, c0)
+    check_lstm_inputs(x, h0, c0, Wx, Wh, b)
     B, T, _ = x.shape
     H = h0.shape[1]
     hs = np.empty((B, T, H), dtype=x.dtype)

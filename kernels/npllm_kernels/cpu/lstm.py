@@ -47,8 +47,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from npllm.layers._recurrent import check_sequence
 from npllm.layers._validate import check_cache, upstream
+from npllm.layers.lstm import check_lstm_inputs
 from npllm_kernels.cpu._math import KERNEL_FASTMATH, fast_sigmoid, fast_tanh
 from npllm_kernels.cpu._threads import for_thread_count, serial_twin, single_threaded_blas
 
@@ -218,7 +218,7 @@ def _sum_parts(parts):
 
 def lstm_forward(x, h0, c0, Wx, Wh, b):
     """Run over a sequence.  x (B, T, D), h0, c0 (B, H) → hs (B, T, H), cs (B, T, H), cache."""
-    check_sequence(x, h0, Wx, Wh, {"b": b}, 4, c0)
+    check_lstm_inputs(x, h0, c0, Wx, Wh, b)
     B, T, D = x.shape
     H = h0.shape[1]
     x = np.ascontiguousarray(x)

@@ -5,30 +5,25 @@
 Each version changes one thing (reference: NumPy's ``a @ b``, i.e. BLAS):
 
 v1: naive triple loop i, j, k: one dot product per output, B read down a column (a stride of N
-    elements), so most multiply-adds wait on a cache miss. Serial. 1-3 GFLOP/s.
+    elements), so most multiply-adds wait on a cache miss. Serial.
 v2: cache tiling and loop order i, k, j: the innermost loop is ``C[i, :] += A[i, k] * B[k, :]`` along
     contiguous rows, which LLVM turns into SIMD fused multiply-adds; a TILE_K × TILE_N block of B is
     reused from L2 by all TILE_M rows of a task. ``prange`` over row blocks. Bound by the loads and stores
-    of C's row (one load + one store per FMA), not by arithmetic: 20-30 GFLOP/s a core.
+    of C's row (one load + one store per FMA), not by arithmetic.
 v3: packing + a register-blocked micro-kernel. B is packed once, transposed, into K-panels of KC rows
     whose rows are contiguous; each task packs its MC × KC block of A the same way. The micro-kernel
     computes a 4 × 4 block of C as 16 dot products over KC: per step it loads 4 values of A and 4 of B
     and does 16 multiply-adds, all 16 sums live in SIMD registers (a sum over k is a reduction, which
     ``fastmath`` ``reassoc`` lets LLVM vectorize), and nothing is stored until the end. The loop body is
-    8 vector loads + 16 vector FMAs, so it runs at the FMA units' speed: alone, on data in L1, it does
-    100-114 GFLOP/s a core, the peak of two 8-wide FMAs a cycle. Whole, with packing and the tails of
-    the reductions, 72-83 GFLOP/s a core. Tiles of C (MC × NC, each written by one task: no races) are
+    8 vector loads + 16 vector FMAs, so on data in L1 it runs at the FMA units' peak; packing and the
+    tails of the reductions cost the rest. Tiles of C (MC × NC, each written by one task: no races) are
     dealt round-robin to one loop per thread. Default.
 
-Measured on this project's 2-core Xeon (AVX-512, float32, 1024³, one thread each so that other
-processes on the machine do not skew it; ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 npllm bench
---only matmul`` measures yours): OpenBLAS 135-165 GFLOP/s a core, v3 0.50-0.58 of it (0.45-0.50 at
-256³ and 2048³). The gap: LLVM picks 256-bit vectors on AVX-512 CPUs (its
-"prefer-256-bit" tuning) while OpenBLAS's hand-written assembly uses 512-bit ones, and BLAS overlaps
-packing with compute and prefetches. So **BLAS is faster at every shape we measured** and
-:func:`blas_is_faster` says so; :func:`matmul` (what the "numba" backend's ``ops.matmul`` runs) asks it
-and calls NumPy's ``@`` when it returns True, the v3 kernel otherwise. The versions stay callable
-(``VERSIONS``) as a worked example of what makes a matmul fast.
+NumPy's BLAS (OpenBLAS's hand-written 512-bit kernels, packing overlapped with compute) beats v3 at
+every shape measured (docs/performance.md, "Matmul ladder"), so :func:`matmul`, what the "numba"
+backend's ``ops.matmul`` runs, is NumPy's ``@`` behind the reference's checks. The versions stay
+callable (``VERSIONS``, timed by ``npllm bench --only matmul``) as a worked example of what makes a
+matmul fast.
 
 Threads: Numba's pool (see ``_threads``) for ``prange``; the kernel never calls BLAS.
 """
@@ -38,7 +33,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from npllm.layers._validate import check_float, check_same_dtype
+from npllm.layers._validate import check_float, check_matmul_operands, check_same_dtype
 from npllm_kernels.cpu._math import KERNEL_FASTMATH
 
 # v2 tiles: a TILE_K × TILE_N block of B (256 KiB in float32) stays in L2 while TILE_M rows of A pass by.
@@ -225,40 +220,8 @@ VERSIONS = {"v1": matmul_v1, "v2": matmul_v2, "v3": matmul_v3}
 matmul_kernel = matmul_v3
 
 
-def blas_is_faster(M: int, K: int, N: int) -> bool:
-    """Whether NumPy's BLAS beats ``matmul_kernel`` on an (M, K) @ (K, N) product.
-
-    Measured one thread each (``npllm bench --only matmul`` and GPT-sized shapes such as 768×128 @
-    128×384): BLAS is 1.7-2.7x faster on those and on 256³-2048³, and 14-45x at 64³ and below, where
-    the kernel's packing and two parallel launches (about 40 µs) dominate. So: always. (With two threads on a machine where
-    another process holds a core, OpenBLAS's threads wait on each other and v3 can come out ahead;
-    that is the machine's load, not a reason to choose the kernel.) The arguments stay so a machine
-    where the answer depends on the shape (a NumPy without an optimized BLAS) needs one edit here.
-    """
-    return True
-
-
 def matmul(a, b):
-    """a @ b.  a (..., M, K), b (..., K, N) or (K, N) → (..., M, N); BLAS when :func:`blas_is_faster`."""
-    check_float("a", a)
-    check_float("b", b)
-    check_same_dtype(a=a, b=b)
-    if a.ndim < 2 or b.ndim < 2:
-        raise ValueError(f"a and b must have at least 2 dimensions (..., M, K) and (..., K, N), "
-                         f"got a {a.shape} and b {b.shape}")
-    if a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"a's last dimension must equal b's second-to-last (K), got a {a.shape} and b {b.shape}")
-    try:
-        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise ValueError(f"a's and b's leading (batch) dimensions must broadcast, got a {a.shape} and b {b.shape}") from None
-    M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
-    if blas_is_faster(M, K, N):
-        return a @ b
-    if b.ndim == 2:                        # (..., M, K) @ (K, N): one big (… · M, K) @ (K, N) product
-        return matmul_kernel(np.ascontiguousarray(a).reshape(-1, K), b).reshape(a.shape[:-1] + (N,))
-    a_full = np.broadcast_to(a, lead + (M, K)).reshape(-1, M, K)
-    b_full = np.broadcast_to(b, lead + (K, N)).reshape(-1, K, N)
-    out = np.stack([matmul_kernel(x, y) for x, y in zip(a_full, b_full)]) if a_full.shape[0] else \
-        np.zeros((0, M, N), dtype=a.dtype)
-    return out.reshape(lead + (M, N))
+    """a @ b with the reference's contract (``check_matmul_operands``).  a (..., M, K) or (K,),
+    b (..., K, N) or (K,) → (..., M, N); NumPy's BLAS, faster than every version above."""
+    check_matmul_operands(a, b)
+    return a @ b

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from npllm_kernels.cuda._device import FLOAT_DTYPES, ceil_div, check_ndim, device_float
+from npllm.layers._validate import check_matmul_operands
+from npllm_kernels.cuda._device import ceil_div, check_ndim, device_float
 
 # v1 and v2: square thread blocks of TILE×TILE threads, one output element each.
 TILE = 16
@@ -165,23 +166,14 @@ matmul_device = VERSIONS[DEFAULT_VERSION]
 
 
 def matmul(a, b):
-    """a @ b for float arrays (..., M, K) @ (..., K, N) → (..., M, N), on the GPU (NumPy in and out)."""
-    for name, x in (("a", a), ("b", b)):
-        if not isinstance(x, np.ndarray) or np.dtype(x.dtype) not in FLOAT_DTYPES:
-            got = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
-            raise TypeError(f"{name} must be a float32 or float64 numpy.ndarray, got {got}")
-        if x.ndim == 0:
-            raise ValueError(f"{name} must have at least 1 dimension, got a 0-d array")
+    """a @ b on the GPU (NumPy in and out) with the reference's contract (``check_matmul_operands``).
+    a (..., M, K) or (K,), b (..., K, N) or (K,) → (..., M, N)."""
+    check_matmul_operands(a, b)
     dtype = np.result_type(a, b)   # NumPy's promotion: float32 @ float64 is float64
     # A vector is a 1-row (a) or 1-column (b) matrix whose extra axis is dropped again, as in NumPy.
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
-    if a2.shape[-1] != b2.shape[-2]:
-        raise ValueError(f"a (..., M, K) and b (..., K, N) must agree in K, got a {a.shape} and b {b.shape}")
-    try:
-        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-    except ValueError:
-        raise ValueError(f"the batch axes of a {a.shape} and b {b.shape} do not broadcast") from None
+    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     M, K, N = a2.shape[-2], a2.shape[-1], b2.shape[-1]
     a3 = np.broadcast_to(a2.astype(dtype, copy=False), batch + (M, K)).reshape(-1, M, K)   # (Z, M, K)
     b3 = np.broadcast_to(b2.astype(dtype, copy=False), batch + (K, N)).reshape(-1, K, N)   # (Z, K, N)
