@@ -285,3 +285,49 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, argv, flag):
     err = capsys.readouterr().err.strip()
     assert exited.value.code == 2 and flag in err and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()              # refused before anything was created
+
+
+# --------------------------------------------------------------------------------------- broken inputs, one line
+def _gpt2_dir(tmp_path):
+    from tiny_gpt2 import write_tiny_gpt2
+    path = tmp_path / "gpt2"
+    write_tiny_gpt2(path)
+    return path
+
+
+@pytest.mark.parametrize("breakage, words", [
+    (lambda d: (d / "vocab.json").write_text('["a", "b"]'), "vocab.json"),
+    (lambda d: (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()),
+                                                          "n_layer": "twelve"})), "n_layer"),
+    (lambda d: (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()),
+                                                          "n_layer": 100000})), "n_layer"),
+    (lambda d: (d / "config.json").unlink(), "config.json"),
+])
+def test_init_from_a_broken_gpt2_directory_is_one_line_and_exit_2(tmp_path, corpus, capsys, breakage, words):
+    directory = _gpt2_dir(tmp_path)
+    breakage(directory)
+    assert train(tmp_path / "o", "--data", str(corpus), "--init-from", str(directory), "--block-size", "16",
+                 "--no-progress") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("npllm train: error: --init-from:") and words in err and "\n" not in err
+
+
+def test_init_from_non_float_weights_is_refused(tmp_path, corpus, capsys):
+    from safetensors.numpy import load_file, save_file
+    directory = _gpt2_dir(tmp_path)
+    tensors = load_file(directory / "model.safetensors")
+    tensors = {name: np.asarray(array * 100).astype(np.int32) for name, array in tensors.items()}
+    save_file(tensors, directory / "model.safetensors")
+    assert train(tmp_path / "o", "--data", str(corpus), "--init-from", str(directory), "--block-size", "16") == 2
+    assert "--init-from" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_metadata_was_edited_is_refused(tmp_path, corpus, capsys):
+    assert train(tmp_path / "o", "--data", str(corpus), *TINY, "--max-iters", "2") == 0
+    path = tmp_path / "o" / "ckpt.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'\\"step\\": 2', b'\\"step\\": 5', 1))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--max-iters", "9", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["generate", "--checkpoint", str(path)]) == 2
