@@ -8,6 +8,7 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from npllm.assignments import ASSIGNMENTS, build, grade, grade_submissions
@@ -204,3 +205,42 @@ def test_a_gpt_whose_attention_passes_no_gradient_fails_the_training_part(tmp_pa
     module.write_text(module.read_text().replace("    dx = dqkv @ W_qkv.T\n", zeros))
     train = grade("gpt", directory, [4], timeout=60).parts[0]
     assert train.score == 0 and "too high" in train.lines[0] and "re-scored with npllm's layers" in train.lines[0]
+
+
+@pytest.fixture(scope="module")
+def checker(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("gradcheck") / "solution"
+    build("gradcheck", directory, solution=True)
+    return directory
+
+
+def test_the_shipped_softmax_backward_is_the_one_the_solution_checker_flags(checker, monkeypatch):
+    monkeypatch.syspath_prepend(str(checker))
+    import gradient_checker
+    import layers_to_check as provided
+
+    rng = np.random.default_rng(0)
+    x, W, b = rng.standard_normal((2, 3)), rng.standard_normal((3, 4)), rng.standard_normal(4)
+    errors = {name: max(gradient_checker.check_layer(getattr(provided, f"{name}_forward"),
+                                                     getattr(provided, f"{name}_backward"), inputs,
+                                                     rng.standard_normal(shape)))
+              for name, inputs, shape in [("affine", [x, W, b], (2, 4)), ("sigmoid", [x], (2, 3)),
+                                          ("softmax", [x], (2, 3))]}
+    assert errors["affine"] < 1e-8 and errors["sigmoid"] < 1e-8 and errors["softmax"] > 1e-2
+
+
+@pytest.mark.parametrize("old, new, part, message", [
+    ("        x[index] = original                      # restore", "        pass  # no restore", 1,
+     "x was left changed"),
+    ("    return [relative_error(grad, numerical_gradient(loss, x, h)) for grad, x in zip(grads, inputs)]",
+     "    return [0.0] * len(inputs)", 3, "wanted dW above 0.001"),
+])
+def test_a_checker_that_misses_its_job_loses_that_part(checker, tmp_path, old, new, part, message):
+    target = tmp_path / "checker"
+    shutil.copytree(checker, target)
+    module = target / "gradient_checker.py"
+    assert old in module.read_text()
+    module.write_text(module.read_text().replace(old, new))
+    report = grade("gradcheck", target, timeout=30)
+    assert report.parts[part - 1].score == 0 and any(message in line for line in report.parts[part - 1].lines)
+    assert [report.parts[1].score, report.parts[3].score] == [3, 4]   # the parts that do not use it

@@ -17,7 +17,8 @@ npllm is loaded before the blocker is in place.
 
 A call is ``{"id", "function", "args", "kwargs", "n_results", "cache"}``.  ``function`` is
 ``"student:name"`` or ``"provided:module.name"``; an argument is a JSON value, ``{"array": key}``,
-``{"cache": key}`` (the cache an earlier call kept), ``{"provided": "module.name"}`` or
+``{"cache": key}`` (the cache an earlier call kept), ``{"provided": "module.name"}`` (or
+``"module"`` for the module itself) or
 ``{"student_module": true}``.  With ``"cache": key`` the last result is kept under ``key`` instead of
 being saved; the others are saved as ``id.0``, ``id.1``, ...
 """
@@ -76,7 +77,7 @@ def as_array(np, name, value):
         raise BadResult(f"{name} must be a numpy array, got {type(value).__name__}")
     if value.dtype.kind not in "biuf":
         raise BadResult(f"{name} must be a numeric array, got dtype {value.dtype}")
-    return np.ascontiguousarray(value)
+    return value if value.flags.c_contiguous else value.copy()   # (ascontiguousarray makes 0-d 1-d)
 
 
 def main(work):
@@ -131,7 +132,7 @@ def main(work):
         where, _, dotted = name.partition(":")
         if where == "provided":
             module_name, _, attribute = dotted.partition(".")
-            return getattr(provided[module_name], attribute)
+            return getattr(provided[module_name], attribute) if attribute else provided[module_name]
         function = getattr(student, dotted, None)
         if not callable(function):
             raise LookupError(f"{module_path.name} defines no function {dotted}")
@@ -183,7 +184,7 @@ def main(work):
             results = function(*args, **kwargs)
             if blocker.attempt:
                 return f"imported {blocker.attempt}: {REFERENCE_MESSAGE}"
-            for index, (arg, original) in enumerate(zip(args, before)):
+            for index, (arg, original) in enumerate(zip(args, before) if call.get("inplace_check", True) else []):
                 if original is not None and not np.array_equal(arg, original, equal_nan=True):
                     which = call.get("arg_names", [])[index] if index < len(call.get("arg_names", [])) else index
                     return f"{name} modified its input {which} in place (compute new arrays instead)"

@@ -25,7 +25,7 @@ def grade_part(assignment, number: int, submission, seed: int, timeout: float = 
         plans.append(plan)
         calls += plan.calls
         arrays.update(plan.arrays)
-    child = run_calls(submission, assignment.module, calls, arrays, timeout, assignment.provided_sources())
+    child = run_calls(submission, assignment.module, calls, arrays, timeout, assignment.provided_sources(harness=True))
     result.seconds = child.seconds
     if child.error:
         result.error = child.error

@@ -25,8 +25,6 @@ import json
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from npllm.assignments.catalog import ASSIGNMENTS, Assignment
 from npllm.assignments.grading import SEED, VISIBLE_FILE, encode
 from npllm.assignments.markers import make_starter, strip_markers
@@ -62,7 +60,7 @@ def visible_spec(assignment: Assignment) -> dict:
                       "task": part.task, "kind": part.kind, "forward": part.forward, "time_axis": part.time_axis,
                       "outputs": list(part.outputs), "forward_outputs": list(part.forward_outputs or part.outputs),
                       "value_points": part.value_points, "gradcheck_points": part.gradcheck_points,
-                      "n_hidden": part.n_hidden, "cases": cases})
+                      "returns_cache": part.returns_cache, "n_hidden": part.n_hidden, "cases": cases})
     return {"assignment": assignment.name, "title": assignment.title, "module": assignment.module,
             "npllm_version": __version__, "parts": parts}
 

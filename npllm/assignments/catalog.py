@@ -20,7 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from npllm import layers
+from npllm import gradcheck, layers
+from npllm.assignments.checker_parts import check_layer_plan, numerical_gradient_plan
 from npllm.assignments.training_part import train_plan
 
 
@@ -40,6 +41,7 @@ class Part:
     n_hidden: int = 2                    # cases drawn at grading time; the part's points are split over them
     forward_outputs: tuple = ()          # backward parts: the names of the forward's results
     plan: Callable | None = None         # a part graded its own way (see npllm.assignments.plans)
+    returns_cache: bool = True           # False: a plain function, its results compared as they are
     notebook: str = ""                   # such a part's notebook cell ({module} is the student's module)
 
     @property
@@ -67,17 +69,20 @@ class Assignment:
     parts: tuple[Part, ...]
     reference: dict                      # student function name -> npllm.layers function
     provided: tuple = ()                 # teacher's helper files beside the solution, shipped as they are
+    harness: tuple = ()                  # grader-only helper files the child may call, never shipped
 
     @property
     def points(self) -> int:
         return sum(part.points for part in self.parts)
 
-    def provided_sources(self) -> dict:
-        """{filename: source} of the provided files, from the installed package (never a submission)."""
+    def provided_sources(self, harness: bool = False) -> dict:
+        """{filename: source} of the provided files (with ``harness``: and the grader-only ones), from
+        the installed package, never from a submission."""
         from importlib import resources
 
         folder = resources.files("npllm.assignments").joinpath(self.name)
-        return {filename: folder.joinpath(filename).read_text(encoding="utf-8") for filename in self.provided}
+        names = self.provided + (self.harness if harness else ())
+        return {filename: folder.joinpath(filename).read_text(encoding="utf-8") for filename in names}
 
 
 def _normal(rng, *shape, scale=1.0):
@@ -222,4 +227,67 @@ GPT = Assignment(
     provided=("tiny_gpt.py",),
 )
 
-ASSIGNMENTS = {assignment.name: assignment for assignment in (RNN, LSTM, ATTENTION, GPT)}
+def _test_function_inputs(rng, case):
+    shape = ((3, 4), (2, 3, 2), (5,))[case]
+    return [_normal(rng, *shape), _normal(rng, *shape)], {}
+
+
+def _relative_error_inputs(rng, case):
+    """Case 0: close arrays; case 1: unrelated ones; case 2: both zero (the floor keeps 0/0 away)."""
+    a = _normal(rng, 3, 4)
+    b = (a + _normal(rng, 3, 4, scale=1e-4), _normal(rng, 3, 4), np.zeros((3, 4)))[case]
+    return [a if case < 2 else np.zeros((3, 4)), b], {}
+
+
+def _layer_inputs(rng, case):
+    """A layer to check, and a buggy backward of it (in checker_harness.py) with the gradient it breaks."""
+    layer, bug, bad = (("affine", "affine_backward_wrong_dW", "dW"), ("sigmoid", "sigmoid_backward_wrong", "dx"),
+                       ("affine", "affine_backward_wrong_db", "db"))[case]
+    if layer == "sigmoid":
+        return [_normal(rng, 3, 4)], {"layer": layer, "bug": bug, "bad": bad}
+    N, D, M = ((2, 3, 4), None, (3, 4, 2))[case]
+    return [_normal(rng, N, D), _normal(rng, D, M), _normal(rng, M)], {"layer": layer, "bug": bug, "bad": bad}
+
+
+def _softmax_inputs(rng, case):
+    return [_normal(rng, *((2, 5), (3, 2, 4))[case], scale=2.0)], {}
+
+
+_CHECK_CELL = """import layers_to_check as L
+rng = np.random.default_rng(0)
+x, W, b = rng.standard_normal((2, 3)), rng.standard_normal((3, 4)), rng.standard_normal(4)
+print("affine  ", {module}.check_layer(L.affine_forward, L.affine_backward, [x, W, b], rng.standard_normal((2, 4))))
+print("sigmoid ", {module}.check_layer(L.sigmoid_forward, L.sigmoid_backward, [x], rng.standard_normal((2, 3))))
+print("softmax ", {module}.check_layer(L.softmax_forward, L.softmax_backward, [x], rng.standard_normal((2, 3))))
+# Which error is far above 1e-7?  That backward has the bug: fix it in softmax_backward_fixed."""
+
+_GRADIENT_CELL = """rng = np.random.default_rng(0)
+x, w = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+f = lambda z: np.sum(w * np.tanh(z)) + 0.5 * np.sum(w * z * z)
+exact = w * (1 - np.tanh(x) ** 2) + w * x
+print("relative error against the exact gradient:", np.linalg.norm({module}.numerical_gradient(f, x.copy()) - exact)
+      / np.linalg.norm(exact))   # about 1e-10 when it is right"""
+
+GRADCHECK = Assignment(
+    name="gradcheck",
+    title="Gradient checking: write the checker, then find the planted bug",
+    module="gradient_checker",
+    parts=(
+        Part("numerical_gradient", "central differences of a scalar function, x restored afterwards",
+             _test_function_inputs, ("grad",), 3, n_hidden=3, plan=numerical_gradient_plan,
+             notebook=_GRADIENT_CELL),
+        Part("relative_error", "‖a − b‖ / max(‖a‖ + ‖b‖, 1e-8)", _relative_error_inputs, ("error",), 3,
+             n_hidden=3, returns_cache=False),
+        Part("check_layer", "one relative error per input of a forward/backward pair", _layer_inputs, ("errors",),
+             3, n_hidden=3, plan=check_layer_plan, notebook=_CHECK_CELL),
+        Part("softmax_backward_fixed", "the corrected backward of the buggy layer", _softmax_inputs, ("dx",), 2, 2,
+             forward="provided:layers_to_check.softmax_forward", forward_outputs=("out",)),
+    ),
+    reference={"relative_error": gradcheck.relative_error,
+               "provided:layers_to_check.softmax_forward": layers.softmax_forward,
+               "softmax_backward_fixed": layers.softmax_backward},
+    provided=("layers_to_check.py",),
+    harness=("checker_harness.py",),
+)
+
+ASSIGNMENTS = {assignment.name: assignment for assignment in (RNN, LSTM, ATTENTION, GPT, GRADCHECK)}

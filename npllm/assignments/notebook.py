@@ -56,7 +56,8 @@ def _part_code(module: str, part: dict) -> str:
         owner = part["forward"].partition(":")[2].rpartition(".")[0]
     lines = [f"s = sample({part['number']})   # part {part['number']}'s visible case, from {VISIBLE_FILE}"]
     if part["kind"] == "forward":
-        lines.append(f"{outputs}, cache = {module}.{part['function']}(*s.args, **s.kwargs)")
+        results = f"{outputs}, cache" if part["returns_cache"] else outputs
+        lines.append(f"{results} = {module}.{part['function']}(*s.args, **s.kwargs)")
     else:
         targets = outputs + ("," if len(part["outputs"]) == 1 else "")   # "dx," unpacks a 1-tuple
         lines += [f"*_, cache = {owner}.{forward}(*s.args, **s.kwargs)",

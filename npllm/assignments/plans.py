@@ -81,7 +81,9 @@ def reference_case(assignment, part, number: int, index: int, hidden: bool, seed
     reference's results; ``upstream`` is empty and ``expected`` the outputs for a forward part."""
     rng, args, kwargs = case_inputs(part, number, index, hidden, seed)
     results = assignment.reference[part.forward or part.function](*args, **kwargs)
-    outputs, cache = list(results[:-1]), results[-1]
+    if not part.returns_cache:
+        results = (*(results if isinstance(results, tuple) else (results,)), None)
+    outputs, cache = [np.asarray(o) for o in results[:-1]], results[-1]
     if part.kind == "forward":
         return rng, args, kwargs, outputs, [], outputs, cache
     upstream = [rng.standard_normal(o.shape) for o in outputs]
@@ -100,8 +102,12 @@ def make_plan(assignment, part, number: int, index: int, hidden: bool, seed: int
     arg_refs, kwarg_refs = refs(args, prefix, arrays, "a"), refs(kwargs, prefix, arrays, "k")
     output_names = part.forward_outputs or tuple(part.outputs)
     student_forward = forward_name if ":" in forward_name else f"student:{forward_name}"
-    forward_call = _call(prefix + "fw", student_forward, arg_refs, kwarg_refs, len(outputs) + 1,
-                         list(output_names) + ["cache"], cache=prefix + "cache", arg_names=names)
+    if part.returns_cache:
+        forward_call = _call(prefix + "fw", student_forward, arg_refs, kwarg_refs, len(outputs) + 1,
+                             list(output_names) + ["cache"], cache=prefix + "cache", arg_names=names)
+    else:
+        forward_call = _call(prefix + "fw", student_forward, arg_refs, kwarg_refs, len(outputs), output_names,
+                             arg_names=names)
     description = describe(names, args, kwargs)
     if part.kind == "forward":
         return Plan(description, [forward_call], arrays, ("values",),
