@@ -244,3 +244,22 @@ def test_a_checker_that_misses_its_job_loses_that_part(checker, tmp_path, old, n
     report = grade("gradcheck", target, timeout=30)
     assert report.parts[part - 1].score == 0 and any(message in line for line in report.parts[part - 1].lines)
     assert [report.parts[1].score, report.parts[3].score] == [3, 4]   # the parts that do not use it
+
+
+def test_the_teachers_copy_has_a_gradescope_autograder_that_grades_the_submission_folder(solution, tmp_path):
+    import subprocess
+    import sys
+
+    run_autograder = (solution / "gradescope" / "run_autograder").read_text()
+    assert "grade.py --submission /autograder/submission --json /autograder/results/results.json" in run_autograder
+    assert (solution / "gradescope" / "setup.sh").stat().st_mode & 0o111
+    submission = tmp_path / "submission"       # what a student uploads: the starter module, unchanged
+    build("rnn", tmp_path / "starter")
+    submission.mkdir()
+    shutil.copy(tmp_path / "starter" / "rnn_layers.py", submission)
+    results = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "grade.py", "--submission", str(submission), "--json", str(results)],
+                          cwd=solution, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    validate_gradescope(json.loads(results.read_text()))
+    assert json.loads(results.read_text())["score"] == 0     # the submission was graded, not the solution

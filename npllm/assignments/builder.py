@@ -85,12 +85,48 @@ This is the teacher's copy: `{module}.py` holds the solutions (`python grade.py`
    submission, with a time limit per part, and without access to npllm's reference; `grades.csv` has
    one row per student (points per part, total, status) and `grades_results/<student>/results.json`
    holds Gradescope's format.
-4. Gradescope: make this folder the autograder (its `setup.sh` installs npllm; its `run_autograder`
-   copies the submission here and runs `python grade.py --json /autograder/results/results.json`).
+4. Gradescope: `gradescope/` holds `setup.sh` and `run_autograder`; zip them with `grade.py` and an
+   npllm wheel as `gradescope/README.md` says, and upload the zip as the autograder. Students submit
+   `{module}.py`; `run_autograder` runs `python grade.py --submission /autograder/submission --json
+   /autograder/results/results.json`, and students see the hidden cases once you publish the grades.
 
 Hidden cases are drawn with a fresh seed at every grading run (the seed is in the results);
 `python grade.py --seed N` reproduces a run.
 """
+
+
+GRADESCOPE_SETUP = """#!/usr/bin/env bash
+# Gradescope runs this once, when it builds the autograder image.  Put an npllm wheel beside it
+# (pip wheel <your npllm checkout> --no-deps -w .) or install npllm from wherever you keep it.
+set -e
+apt-get update && apt-get install -y python3 python3-pip
+pip3 install numpy
+pip3 install /autograder/source/npllm-*.whl
+"""
+
+GRADESCOPE_RUN = """#!/usr/bin/env bash
+# Gradescope runs this for every submission: the student's files are in /autograder/submission.
+cd /autograder/source
+python3 grade.py --submission /autograder/submission --json /autograder/results/results.json
+"""
+
+GRADESCOPE_README = """# Gradescope autograder for the npllm assignment "{name}"
+
+Zip `setup.sh`, `run_autograder`, `grade.py` (the same in the teacher's and the student's copy: it
+grades whatever `--submission` names) and an npllm wheel, all at the top level of the zip:
+
+    cd gradescope && cp ../grade.py . && pip wheel <your npllm checkout> --no-deps -w .
+    zip autograder.zip setup.sh run_autograder grade.py npllm-*.whl
+
+Students submit `{module}.py`. Every part runs in its own child process with a 60 s limit; the
+results list one test per case, hidden cases visible to students after you publish the grades.
+"""
+
+
+def gradescope_files(assignment: Assignment) -> dict:
+    """The teacher's copy's gradescope/ folder: setup.sh, run_autograder and how to zip them."""
+    return {"gradescope/setup.sh": GRADESCOPE_SETUP, "gradescope/run_autograder": GRADESCOPE_RUN,
+            "gradescope/README.md": GRADESCOPE_README.format(name=assignment.name, module=assignment.module)}
 
 
 def render_readme(assignment: Assignment, spec: dict, solution: bool = False) -> str:
@@ -153,6 +189,8 @@ def render(name: str, solution: bool = False) -> dict:
              "README.md": render_readme(assignment, spec, solution),
              "grade.py": render_grader(assignment, spec)}
     files.update(assignment.provided_sources())
+    if solution:
+        files.update(gradescope_files(assignment))
     return files
 
 
@@ -175,6 +213,9 @@ def build(name: str, out_dir, solution: bool = False) -> list:
     written = []
     for filename, text in files.items():
         path = out_dir / filename
+        path.parent.mkdir(exist_ok=True)
         path.write_text(text, encoding="utf-8", newline="\n")
+        if text.startswith("#!"):
+            path.chmod(0o755)
         written.append(path)
     return written

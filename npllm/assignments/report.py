@@ -50,12 +50,14 @@ def check_part(name: str, number: int, directory) -> None:
 
 
 def main(name: str, directory, argv=None) -> int:
-    """``python grade.py [--part N] [--json FILE] [--timeout S] [--seed N]``.
+    """``python grade.py [--submission PATH] [--part N] [--json FILE] [--timeout S] [--seed N]``.
 
     Prints a score per part and the total; exit status 0 whenever grading ran (whatever the score),
     2 when the grader itself could not run (a bad flag, npllm missing pieces, an unwritable --json).
     """
     parser = argparse.ArgumentParser(description=f"Grade the assignment {name!r} in {directory}.")
+    parser.add_argument("--submission", help="grade this folder or .py file instead of this folder's module "
+                                             "(Gradescope: /autograder/submission)")
     parser.add_argument("--part", type=int, action="append", help="grade only this part (repeatable)")
     parser.add_argument("--json", help="also write Gradescope's results.json to this file")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
@@ -65,7 +67,10 @@ def main(name: str, directory, argv=None) -> int:
     try:
         if args.timeout <= 0:
             raise ValueError(f"--timeout must be > 0, got {args.timeout:g}")
-        report = grade(name, directory, args.part, args.timeout, args.seed)
+        submission = args.submission or directory
+        if not Path(submission).exists():
+            raise FileNotFoundError(f"--submission: {submission} does not exist")
+        report = grade(name, submission, args.part, args.timeout, args.seed)
         print(f"npllm autograder: assignment {name!r}\n")
         print(report)
         if args.json:
