@@ -111,6 +111,9 @@ def check_config(kind: str, config: Mapping[str, Any], tensor_shapes: Mapping[st
     if kind in ("gpt", "llama") and config["n_embd"] % config["n_head"]:
         raise CheckpointError(f"{where}: n_embd ({config['n_embd']}) must be divisible by n_head "
                               f"({config['n_head']})")
+    if kind == "llama" and (config["n_embd"] // config["n_head"]) % 2:
+        raise CheckpointError(f"{where}: the head size n_embd / n_head = {config['n_embd'] // config['n_head']} "
+                              "must be even (RoPE rotates pairs)")
     if kind == "llama" and config["n_head"] % config["n_kv_head"]:
         raise CheckpointError(f"{where}: n_kv_head ({config['n_kv_head']}) must divide n_head ({config['n_head']})")
     shapes = param_shapes(kind, config)

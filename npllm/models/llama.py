@@ -29,6 +29,7 @@ import numpy as np
 from npllm import layers as L
 from npllm.backend import ops
 from npllm.layers.attention import merge_heads, split_heads
+from npllm.models import llama_io
 from npllm.models._common import check_token_ids
 
 
@@ -276,3 +277,19 @@ class Llama:
     def config_dict(self) -> dict:
         """The config as a JSON-able dict (for checkpoints)."""
         return asdict(self.config)
+
+    @classmethod
+    def from_pretrained(cls, path) -> "Llama":
+        """Load a Hugging Face Llama, Qwen2 or Mistral directory (config.json + model.safetensors or its
+        shards) from local disk; bfloat16/float16 weights become float32 (llama_io explains how).
+
+        llama_io checks the config and every tensor's name, shape and dtype before a weight is read."""
+        config, params = llama_io.read_pretrained(path)
+        model = cls.__new__(cls)        # no random init: a billion normals drawn only to be replaced
+        model.config, model.params = LlamaConfig(**config), params   # params in init_params' order
+        return model
+
+    def save_pretrained(self, path, tokenizer=None) -> None:
+        """Write config.json + model.safetensors in Hugging Face's layout (LlamaForCausalLM, or
+        Qwen2ForCausalLM with q/k/v biases), plus a BPE tokenizer's files when given."""
+        llama_io.save_pretrained(self, path, tokenizer)
