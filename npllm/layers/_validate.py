@@ -83,6 +83,13 @@ def check_ids(name: str, ids, upper: int, allow: int | None = None) -> np.ndarra
     return ids
 
 
+def all_finite(*arrays) -> bool:
+    """Whether every entry of the arrays is finite, in one vectorized sum each: a NaN or ±inf makes an
+    IEEE sum non-finite.  A finite array whose sum overflows also answers False (kernels use this to
+    send non-finite inputs to the reference, for which a false alarm only costs speed)."""
+    return all(np.isfinite(np.sum(a)) for a in arrays)
+
+
 def check_cache(name: str, cache, cache_type) -> None:
     """Require the cache made by the matching forward."""
     if not isinstance(cache, cache_type):

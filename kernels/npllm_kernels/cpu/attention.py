@@ -18,8 +18,16 @@ thread, the backward one Tq × BLOCK_K column strip per thread:
 * a query with no allowed key keeps m = −inf and l = 0: it outputs zeros, stores L = −inf, and the
   backward's exp(S − L) is forced to 0 for it, so it passes no gradient and nothing is NaN.
 
-The tile products use ``np.dot`` on contiguous tiles (BLAS: faster than any loop we wrote, PERF-NOTES
-lesson 1) with BLAS held to one thread while the ``prange`` over (batch·head, query tile) work items
+Non-finite inputs (a NaN or ±inf in q, k, v, or in the backward's dout) go to the reference, whose
+answer is the contract, NaN positions included. The reference multiplies dense (Tq, Tk) matrices in
+which a masked probability is a 0 that still multiplies, so one NaN in v[j] reaches every query's
+output, even a query that may not see key j (0 · NaN = NaN), and a NaN in q[i] reaches dk for every
+key. The flash loops skip exactly those products (masked keys, causal tiles), and reproducing them
+would cost every call; the test costs one vectorized sum per input (``all_finite``, O(T·d)
+against the O(T²·d) loops), and finite inputs never leave the fast path.
+
+The tile products use ``np.dot`` on contiguous tiles (BLAS: faster than any loop we wrote; see
+docs/performance.md, "Threads and BLAS pools") with BLAS held to one thread while the ``prange`` over (batch·head, query tile) work items
 keeps the cores busy (see ``_threads``). Work items are dealt round-robin to one loop per thread, so each
 thread owns its scratch (allocated here in Python, visible to tracemalloc) and causal rows of
 different cost are spread evenly. The backward runs one item per batch·head when there are at least as
@@ -28,13 +36,12 @@ dQ into its own buffer, added up at the end. ``fast_exp`` (``_math``) keeps the 
 The loops live in ``_flash.py``; they read every head as a column block of a 3-D array, the (B, T, H·d)
 parent of the ``split_heads`` views a model passes or a contiguous input seen as (B·H, T, d), so neither
 costs a copy, and the output is returned as the same kind of view (``merge_heads`` of it is free).
-Measured (2-core Xeon, ``npllm bench --only attention``, causal, B=H=4, d=64, T=1024): 48-58 ms and
-19 MiB against the reference's 234-272 ms and 208 MiB.
+Time and memory against the reference: docs/performance.md, "Flash attention".
 
 ``multi_head_attention_forward/backward`` (GPT-2's self-attention) run the q|k|v and output
 projections with the reference's ``linear`` (BLAS) and the flash loops directly on the (B, T, 3C)
 projection: no split, merge or concatenate copies, and dq|dk|dv land in one (B, T, 3C) gradient.
-In the bench's GPT step (T = 64) that removes eight activation-sized copies per layer.
+That removes eight activation-sized copies per layer of a GPT step.
 """
 from __future__ import annotations
 
@@ -43,8 +50,9 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from npllm.layers._validate import check_cache, upstream
-from npllm.layers.attention import check_attention_inputs, check_multi_head_inputs, split_heads
+from npllm.layers._validate import all_finite, check_cache, upstream
+from npllm.layers import attention as reference
+from npllm.layers.attention import check_attention_inputs, check_multi_head_inputs, merge_heads, split_heads
 from npllm.layers.linear import linear_backward, linear_forward
 from npllm_kernels.cpu import _flash
 from npllm_kernels.cpu._flash import BLOCK_K, BLOCK_Q  # noqa: F401  (re-exported: the tile sizes)
@@ -67,9 +75,15 @@ class FlashAttentionCache(NamedTuple):
     shape: tuple              # (B, H, Tq, Tk, d, dv)
 
 
+class ReferenceAttentionCache(NamedTuple):
+    """The cache of a call whose inputs were not finite, which the reference computed (module docstring)."""
+    reference: object         # the reference's AttentionCache
+
+
 class FlashMultiHeadAttentionCache(NamedTuple):
     qkv: object               # the reference LinearCache of x @ W_qkv + b_qkv
-    attention: FlashAttentionCache   # reads q, k, v out of the (B, T, 3C) projection
+    attention: object         # FlashAttentionCache reading q, k, v out of the (B, T, 3C) projection,
+                              # or ReferenceAttentionCache when they were not finite
     out: object               # the reference LinearCache of the output projection
     n_head: int
 
@@ -154,6 +168,19 @@ def _attend_backward(cache, do3, dq3, dk3, dv3, grad_offsets):
                dq3, grad_offsets[0], dk3, grad_offsets[1], dv3, grad_offsets[2], dq_parts, scratch)
 
 
+def _reference_cache(cache):
+    """The reference's AttentionCache for this op's cache (recomputed from a flash cache's inputs)."""
+    if isinstance(cache, ReferenceAttentionCache):
+        return cache.reference
+    B, H, Tq, Tk, d, dv = cache.shape
+    q, k, v = (_heads(a[:, :, off:off + cache.n_head * width], cache.n_head, H)
+               for a, off, width in zip((cache.q, cache.k, cache.v), cache.offsets, (d, d, dv)))
+    mask = None
+    if cache.has_mask:   # the flat mask read through its element strides (bool: 1 byte an element)
+        mask = np.lib.stride_tricks.as_strided(cache.mask, (B, H, Tq, Tk), tuple(cache.mask_strides))
+    return reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=cache.causal)[1]
+
+
 def _check_causal(causal):
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
@@ -165,6 +192,9 @@ def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
     check_attention_inputs(q, k, v, None, False)
     _check_causal(causal)
     check_attention_inputs(q, k, v, mask, False)
+    if not all_finite(q, k, v):          # the reference's NaN pattern (see the module docstring)
+        out, cache = reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=causal)
+        return out, ReferenceAttentionCache(cache)
     B, H, Tq, d = q.shape
     Tk, dv = k.shape[2], v.shape[3]
     q3, n_head = _layout(q)
@@ -176,10 +206,14 @@ def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
 
 def scaled_dot_product_attention_backward(dout, cache):
     """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, H, Tk, d), dv (B, H, Tk, dv)."""
+    if isinstance(cache, ReferenceAttentionCache):          # the forward's inputs were not finite
+        return reference.scaled_dot_product_attention_backward(dout, cache.reference)
     check_cache("cache", cache, FlashAttentionCache)
     B, H, Tq, Tk, d, dv = cache.shape
     dtype = cache.q.dtype
     dout = upstream("dout", dout, _heads(cache.out, cache.n_head, H))
+    if not all_finite(dout):
+        return reference.scaled_dot_product_attention_backward(dout, _reference_cache(cache))
     lead = (B, H) if cache.n_head > 1 else (B * H, 1)            # (rows of the layout, heads per row)
     dq3 = np.empty((lead[0], Tq, lead[1] * d), dtype=dtype)
     dk3 = np.empty((lead[0], Tk, lead[1] * d), dtype=dtype)
@@ -196,10 +230,15 @@ def multi_head_attention_forward(x, W_qkv, b_qkv, W_out, b_out, n_head, causal=F
     qkv, qkv_cache = linear_forward(x, W_qkv, b_qkv)                 # (B, T, 3C), contiguous
     # q, k, v come from one projection, so only causal and the mask can be wrong (the reference's order).
     _check_causal(causal)
-    check_attention_inputs(*(split_heads(part, n_head) for part in np.split(qkv, 3, axis=-1)), mask, False)
-    HS = C // n_head
-    o3 = np.empty((B, T, C), dtype=qkv.dtype)                         # merged heads, as c_proj wants them
-    attention = _attend(qkv, qkv, qkv, (0, C, 2 * C), n_head, (B, n_head, T, T, HS, HS), mask, causal, o3)
+    q, k, v = (split_heads(part, n_head) for part in np.split(qkv, 3, axis=-1))   # views, (B, NH, T, HS)
+    check_attention_inputs(q, k, v, mask, False)
+    if all_finite(qkv):
+        HS = C // n_head
+        o3 = np.empty((B, T, C), dtype=qkv.dtype)                     # merged heads, as c_proj wants them
+        attention = _attend(qkv, qkv, qkv, (0, C, 2 * C), n_head, (B, n_head, T, T, HS, HS), mask, causal, o3)
+    else:                                 # the reference's NaN pattern (see the module docstring)
+        heads, reference_cache = reference.scaled_dot_product_attention_forward(q, k, v, mask, causal)
+        o3, attention = merge_heads(heads), ReferenceAttentionCache(reference_cache)
     y, out_cache = linear_forward(o3, W_out, b_out)
     return y, FlashMultiHeadAttentionCache(qkv_cache, attention, out_cache, int(n_head))
 
@@ -208,10 +247,15 @@ def multi_head_attention_backward(dy, cache):
     """dy (B, T, C) → dx (B, T, C), dW_qkv (C, 3C), db_qkv (3C,), dW_out (C, C), db_out (C,)."""
     check_cache("cache", cache, FlashMultiHeadAttentionCache)
     dmerged, dW_out, db_out = linear_backward(dy, cache.out)
-    B, T, C = cache.attention.out.shape
-    # dq | dk | dv, laid out as c_attn's output. It lives only until c_attn's backward below has read
-    # it, so one buffer serves every call (``_workspace``: a fresh one cost about 250 page faults).
-    dqkv = reused_buffer("multi_head_attention.dqkv", (B, T, 3 * C), dmerged.dtype)
-    _attend_backward(cache.attention, np.ascontiguousarray(dmerged), dqkv, dqkv, dqkv, (0, C, 2 * C))
+    if isinstance(cache.attention, ReferenceAttentionCache) or not all_finite(dmerged):
+        grads = reference.scaled_dot_product_attention_backward(split_heads(dmerged, cache.n_head),
+                                                                _reference_cache(cache.attention))
+        dqkv = np.concatenate([merge_heads(g) for g in grads], axis=-1)   # (B, T, 3C), as the reference
+    else:
+        # dq | dk | dv, laid out as c_attn's output. It lives only until c_attn's backward below has read
+        # it, so one buffer serves every call (``_workspace``: a fresh one cost about 250 page faults).
+        B, T, C = cache.attention.out.shape
+        dqkv = reused_buffer("multi_head_attention.dqkv", (B, T, 3 * C), dmerged.dtype)
+        _attend_backward(cache.attention, np.ascontiguousarray(dmerged), dqkv, dqkv, dqkv, (0, C, 2 * C))
     dx, dW_qkv, db_qkv = linear_backward(dqkv, cache.qkv)
     return dx, dW_qkv, db_qkv, dW_out, db_out

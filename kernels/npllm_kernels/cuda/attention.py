@@ -19,6 +19,10 @@ The reference builds the (Tq, Tk) score matrix; at T = 8192 that is 256 MiB per 
 
 With ``causal``, key tiles that lie wholly after the block's last visible key are skipped.
 
+Non-finite inputs (a NaN or ±inf in q, k, v or dout) are computed by the reference in the host functions,
+so its NaN positions are the contract on every backend (``npllm_kernels.cpu.attention`` says why);
+the device functions, for data that stays on the GPU, do not check.
+
 v1: the kernel above (one version: the point of the file is the algorithm, not a tuning ladder).
 
 Shared arrays need sizes fixed at compile time, so the kernel is built per tile configuration:
@@ -35,7 +39,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda
 
-from npllm.layers._validate import check_float
+from npllm.layers import attention as reference
+from npllm.layers._validate import all_finite, check_float
 from npllm_kernels.cuda._device import SIMULATOR, as_device, ceil_div, device_float
 
 HEAD_DIM_MAX = 128            # largest d and dv the kernels accept
@@ -172,6 +177,11 @@ class AttentionCache(NamedTuple):
     shape: tuple     # (B, H, Tq, Tk, d, dv)
 
 
+class ReferenceAttentionCache(NamedTuple):
+    """The cache of a host call whose inputs were not finite, which the reference computed."""
+    reference: object   # the reference's AttentionCache (host arrays)
+
+
 def check_qkv_shapes(q, k, v):
     """(B, H, Tq, Tk, d, dv) from q, k, v's shapes, with the reference's checks and a head-size cap."""
     for name, x, layout in (("q", q, "(B, H, Tq, d)"), ("k", k, "(B, H, Tk, d)"), ("v", v, "(B, H, Tk, dv)")):
@@ -231,12 +241,20 @@ def scaled_dot_product_attention_forward_device(q, k, v, mask=None, causal=False
 
 
 def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
-    """softmax(q kᵀ/√d) v on the GPU.  q (B, H, Tq, d), k (B, H, Tk, d), v (B, H, Tk, dv) → out (B, H, Tq, dv), cache."""
+    """softmax(q kᵀ/√d) v on the GPU.  q (B, H, Tq, d), k (B, H, Tk, d), v (B, H, Tk, dv) → out (B, H, Tq, dv), cache.
+
+    Non-finite inputs are computed by the reference (a ReferenceAttentionCache holds its cache)."""
     check_float("q", q, 4, "(B, H, Tq, d)")
     check_float("k", k, 4, "(B, H, Tk, d)")
     check_float("v", v, 4, "(B, H, Tk, dv)")
     if mask is not None and not isinstance(mask, np.ndarray):
         raise TypeError(f"mask must be a bool numpy.ndarray (True = may attend), got {type(mask).__name__}")
+    if not all_finite(q, k, v):
+        # A NaN or ±inf: the reference's answer is the contract, NaN positions included (its dense
+        # products spread 0 · NaN to entries these tiles never compute; see npllm_kernels.cpu.attention).
+        check_qkv_shapes(q, k, v)
+        out, cache = reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=causal)
+        return out, ReferenceAttentionCache(cache)
     out, cache = scaled_dot_product_attention_forward_device(q, k, v, mask, causal)
     return out.copy_to_host(), cache
 

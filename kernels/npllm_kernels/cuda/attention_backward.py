@@ -26,8 +26,11 @@ import math
 import numpy as np
 from numba import cuda
 
+from npllm.layers import attention as reference
+from npllm.layers._validate import all_finite
 from npllm_kernels.cuda._device import ceil_div, device_float
-from npllm_kernels.cuda.attention import AttentionCache, is_allowed, padded_dim, pick_block
+from npllm_kernels.cuda.attention import (AttentionCache, ReferenceAttentionCache, is_allowed, padded_dim,
+                                          pick_block)
 
 DELTA_THREADS = 128
 
@@ -236,7 +239,11 @@ def _launch_backward(dout, cache, dq, dk, dv_out):
 
 
 def scaled_dot_product_attention_backward(dout, cache):
-    """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, H, Tk, d), dv (B, H, Tk, dv) on the GPU (NumPy in and out)."""
+    """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, H, Tk, d), dv (B, H, Tk, dv) on the GPU (NumPy in and out).
+
+    A non-finite dout (or a forward that had non-finite inputs) is computed by the reference."""
+    if isinstance(cache, ReferenceAttentionCache):            # the forward's inputs were not finite
+        return reference.scaled_dot_product_attention_backward(dout, cache.reference)
     if not isinstance(cache, AttentionCache):
         raise TypeError(f"cache must be the AttentionCache returned by the forward, got {type(cache).__name__}")
     if dout is not None:
@@ -244,5 +251,16 @@ def scaled_dot_product_attention_backward(dout, cache):
         B, H, Tq, Tk, d, dv = cache.shape
         if dout.shape != (B, H, Tq, dv):
             raise ValueError(f"dout must have the forward output's shape {(B, H, Tq, dv)}, got {dout.shape}")
+        if not all_finite(dout):
+            return reference.scaled_dot_product_attention_backward(dout, _reference_cache(cache))
     grads = scaled_dot_product_attention_backward_device(dout, cache)
     return tuple(g.copy_to_host() for g in grads)
+
+
+def _reference_cache(cache):
+    """The reference's AttentionCache for a device cache's inputs, copied to the host once."""
+    B, H, Tq, Tk, d, dv = cache.shape
+    q, k, v = (a.copy_to_host() for a in (cache.q, cache.k, cache.v))                  # (B·H, T, ·)
+    q, k, v = q.reshape(B, H, Tq, d), k.reshape(B, H, Tk, d), v.reshape(B, H, Tk, dv)
+    mask = cache.mask.copy_to_host() if cache.has_mask else None   # (mB, mH, mTq, mTk): broadcastable
+    return reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=cache.causal)[1]
