@@ -1,6 +1,7 @@
 """npllm.assignments: solution markers, the builder, the autograder and the ``npllm assignment`` CLI."""
 import json
 from importlib import resources
+import shutil
 import subprocess
 import sys
 
@@ -26,9 +27,7 @@ def built(tmp_path_factory):
 def copy_of(directory, tmp_path):
     """A private copy of a built assignment, for tests that edit the student's module."""
     target = tmp_path / directory.name
-    target.mkdir()
-    for path in directory.iterdir():
-        (target / path.name).write_bytes(path.read_bytes())
+    shutil.copytree(directory, target)
     return target
 
 
