@@ -76,6 +76,11 @@ def test_an_attack_earns_nothing_for_its_part_and_the_other_parts_are_graded(sol
     assert sorted(p.name for p in directory.iterdir()) == sorted(p.name for p in solution.iterdir())
 
 
+def test_numpy_and_npllm_gradcheck_may_be_used(solution, tmp_path):
+    body = "import numpy.linalg\nfrom npllm.gradcheck import relative_error\nassert relative_error(1.0, 1.0) == 0"
+    assert grade("rnn", plant(solution, tmp_path, body), timeout=30).score == 12
+
+
 def test_sys_exit_at_import_fails_every_part_with_one_line_and_grading_still_finishes(solution, tmp_path):
     target = tmp_path / "exits"
     shutil.copytree(solution, target)

@@ -35,7 +35,7 @@ def grade_part(assignment, number: int, submission, seed: int, timeout: float = 
         case = CaseResult(number, index, hidden, plan.description, round(points, 6))
         case.checks = [Check(kind, False, child.error) for kind in plan.kinds] if child.error else plan.judge(child)
         for check in case.checks:
-            label = f"{'gradient check' if check.kind == 'gradcheck' else check.kind}"
+            label = check.label or ("gradient check" if check.kind == "gradcheck" else check.kind)
             if hidden:
                 worth = weights[check.kind]
                 label += f" ({worth:g} pt{'s' if worth != 1 else ''})"

@@ -1,16 +1,19 @@
 """The assignments that ship with npllm: which functions each grades, for how many points, on what inputs.
 
 Each :class:`Assignment` names a solution file beside this module (``rnn/rnn_layers.py``: the teacher's
-code with ``# BEGIN SOLUTION`` / ``# END SOLUTION`` regions) and its :class:`Part`\\ s.  A part grades
-one student function on a few seeded inputs; the expected values come from npllm's reference
-(``npllm.layers``) when the assignment is built, never from numbers typed in here.
+code with ``# BEGIN SOLUTION`` / ``# END SOLUTION`` regions), the provided files shipped with it, and
+its :class:`Part`\\ s.  A part grades one student function on one visible case (seeded; shown in the
+notebook) and ``n_hidden`` hidden cases (drawn at grading time); ``make_inputs(rng, case)`` draws a
+case's inputs, and the expected values come from npllm's reference (``npllm.layers``), never from
+numbers typed in here (:mod:`npllm.assignments.plans`):
 
 * a *forward* part compares the function's outputs with the reference's (``value_points``);
-* a *backward* part gradient-checks the student's forward/backward pair with ``npllm.gradcheck``
-  (``gradcheck_points``) and compares the gradients with the reference's for fixed upstream
-  gradients (``value_points``).
+* a *backward* part gradient-checks the student's forward/backward pair (``gradcheck_points``) and
+  compares the gradients with the reference's for random upstream gradients (``value_points``);
+* a part with a ``plan`` is graded its own way: training a model (:mod:`~npllm.assignments.training_part`),
+  grading a gradient checker (:mod:`~npllm.assignments.checker_parts`).
 
-The second input of every part has other sizes than the first, so code that hard-codes a shape fails.
+Later cases of a part have other sizes than the first, so code that hard-codes a shape fails.
 """
 from __future__ import annotations
 

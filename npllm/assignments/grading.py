@@ -119,10 +119,12 @@ def compare_all(names, actual: list, expected: list) -> str:
 # ----------------------------------------------------------------------------------- results
 @dataclass
 class Check:
-    """One scored check of one case: ``kind`` is "values" or "gradcheck"; ``message`` says why."""
+    """One scored check of one case: ``kind`` ("values" or "gradcheck") picks its points; ``message``
+    says why; ``label`` names it in reports (default: the kind)."""
     kind: str
     passed: bool
     message: str
+    label: str = ""
 
 
 @dataclass

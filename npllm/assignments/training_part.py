@@ -42,16 +42,16 @@ def train_plan(assignment, part, number: int, index: int, hidden: bool, seed: in
     def judge(child):
         error = child.call_error(prefix + "train")
         if error:
-            return [Check("values", False, error)]
+            return [Check("values", False, error, "training")]
         copy_losses, *params = child.results(prefix + "train")
         try:
             rescored = tiny_gpt.evaluate(reference_layers(), params, seed=train_seed + 1)
         except (ValueError, TypeError, IndexError) as exc:
-            return [Check("values", False, f"the trained weights are malformed: {exc}")]
+            return [Check("values", False, f"the trained weights are malformed: {exc}", "training")]
         verdict = "ok" if rescored < tiny_gpt.COPY_LOSS_THRESHOLD else "too high"
         message = (f"{verdict}: copy loss {copy_losses[0]:.3f} at step 1, {copy_losses[-1]:.4f} at step "
                    f"{len(copy_losses)}; the trained weights re-scored with npllm's layers: {rescored:.4f} "
                    f"(must be below {tiny_gpt.COPY_LOSS_THRESHOLD})")
-        return [Check("values", verdict == "ok", message)]
+        return [Check("values", verdict == "ok", message, "training")]
 
     return Plan(f"{tiny_gpt.STEPS} Adam steps, seed {train_seed}", [call], {}, ("values",), judge)
