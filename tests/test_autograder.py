@@ -52,6 +52,10 @@ ATTACKS = {
                                "return reference(dhs, cache)",
     "hiding a reference import": "try:\n    import npllm.layers\nexcept BaseException:\n    pass\n"
                                  "return (None,) * 5",
+    "removing the import blocker": "import sys\n"
+                                   "sys.meta_path[:] = [f for f in sys.meta_path if 'Blocker' not in repr(f)]\n"
+                                   "from npllm.layers import rnn_backward as reference\n"
+                                   "return reference(dhs, cache)",
     "deleting files": "import pathlib, shutil\nhere = pathlib.Path(__file__).resolve().parent\n"
                       "for path in here.parent.iterdir():\n"
                       "    shutil.rmtree(path) if path.is_dir() else path.unlink()",
@@ -60,6 +64,7 @@ EXPECTED_LINE = {"infinite loop": "timed out after 3 s", "sys.exit": "sys.exit",
                  "segfault": "crashed the Python process", "patching the grader": "the reference may not be used",
                  "importing the reference": "the reference may not be used",
                  "hiding a reference import": "the reference may not be used",
+                 "removing the import blocker": "the reference may not be used",
                  "deleting files": "scratch files"}
 
 

@@ -140,6 +140,16 @@ def main(work):
 
     caches, statuses, outputs = {}, {}, {}
 
+    def reference_used():
+        """The blocked module a call got at, or None: the blocker saw an import, or someone took the
+        blocker out of sys.meta_path, or a reference module is loaded all the same."""
+        if blocker not in sys.meta_path and not blocker.attempt:
+            blocker.attempt = "the reference (the import blocker was removed)"
+        loaded = [m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED)]
+        if loaded and not blocker.attempt:
+            blocker.attempt = loaded[0]
+        return blocker.attempt
+
     class MissingCache(Exception):
         pass
 
@@ -164,13 +174,13 @@ def main(work):
         name = call["function"].partition(":")[2]
         if import_error:
             return import_error
-        if blocker.attempt:   # once the reference was imported, nothing this process computes counts
+        if reference_used():   # once the reference was imported, nothing this process computes counts
             return f"imported {blocker.attempt}: {REFERENCE_MESSAGE}"
         try:
             function = resolve_function(call["function"])
             try:
                 args, kwargs = resolve(call["args"]), resolve(call.get("kwargs", {}))
-            except MissingCache as missing:
+            except MissingCache:
                 # The forward this call needs failed; a starter backward's own hint says more than that.
                 reason = statuses.get(call.get("cache_from"), "it failed")
                 try:
@@ -182,7 +192,7 @@ def main(work):
                 return f"needs a working {call.get('needs', 'forward')} first: {reason}"
             before = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
             results = function(*args, **kwargs)
-            if blocker.attempt:
+            if reference_used():
                 return f"imported {blocker.attempt}: {REFERENCE_MESSAGE}"
             for index, (arg, original) in enumerate(zip(args, before) if call.get("inplace_check", True) else []):
                 if original is not None and not np.array_equal(arg, original, equal_nan=True):
@@ -210,7 +220,7 @@ def main(work):
         except BadResult as exc:
             return str(exc)
         except BaseException as exc:
-            if blocker.attempt:
+            if reference_used():
                 return f"imported {blocker.attempt}: {REFERENCE_MESSAGE}"
             return describe(exc, module_path, name)
 
