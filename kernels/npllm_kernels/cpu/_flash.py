@@ -52,7 +52,8 @@ def _put_scaled_rows(src, scale, dst, t0, col, accumulate):
 @njit(**_OPTIONS)
 def _row_max(row, start):
     """max(start, max(row)).  Four running maxima: one alone is a chain of dependent compares (each
-    waits for the previous, about 4 cycles); four independent chains let the CPU overlap them (2x).
+    waits for the previous); four independent chains let the CPU overlap them (docs/performance.md,
+    "Flash attention").
     LLVM will not vectorize a float max reduction unless told there are no NaNs (``nnan``), which we
     do not promise."""
     m0 = m1 = m2 = m3 = start
@@ -269,7 +270,7 @@ def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse
                     tmp_q = tmp_buf[:rows * d].reshape((rows, d))
                     np.dot(ds, k_tile, tmp_q)                                   # dQ += dS K / √d
                     # (Two loops rather than one over ``a if per_tile else b``: that expression has a
-                    # layout-generic type and the loop over it ran 4x slower.)
+                    # layout-generic type, and the loop over it was several times slower.)
                     if per_tile:
                         _put_scaled_rows(tmp_q, scale, dq_parts[worker, bh], i0, 0, True)
                     else:                               # the only key tile: written, no zeroing first

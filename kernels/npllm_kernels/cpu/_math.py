@@ -1,9 +1,9 @@
 """Vectorizable exp, tanh and sigmoid for float32/float64 scalars inside ``@njit`` loops.
 
 Why this file exists: numba from PyPI has no SVML, so ``np.exp``/``np.tanh`` inside a loop are scalar
-libm calls (3-20 ns an element) and the loop around them cannot vectorize.  The functions here use only
-multiplies, adds, compares and an integer-to-float bit cast, so LLVM turns a loop over them into SIMD
-code (well under 1 ns an element).  See PERF-NOTES.md, lesson 2.
+libm calls and the loop around them cannot vectorize.  The functions here use only multiplies, adds,
+compares and an integer-to-float bit cast, so LLVM turns a loop over them into SIMD code, an order of
+magnitude faster (docs/performance.md, "Small kernels").
 
 ``fast_exp(x)`` (Cody & Waite range reduction, as in Cephes ``exp``/``expf``):
 

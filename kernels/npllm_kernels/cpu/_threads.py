@@ -1,39 +1,33 @@
-"""How the CPU kernels share the cores with BLAS (PERF-NOTES.md, lesson 4: idle thread pools spin).
+"""How the CPU kernels share the cores with BLAS: idle thread pools spin, so pools are set up on purpose.
 
 A training step alternates NumPy's BLAS (the linear layers) with Numba kernels (attention, layer norm,
 GELU, cross-entropy).  Both keep a pool of worker threads, and a pool that busy-waits after its call
-steals a core from whatever runs next.  The choices made here:
+steals a core from whatever runs next.  The choices made here (the measurements behind each:
+docs/performance.md, "Threads and BLAS pools"):
 
-* **Numba's threading layer is "workqueue"** (unless ``NUMBA_THREADING_LAYER`` is set, or numba has
-  already started its pool).  Its workers sleep on a condition variable between parallel regions, so a
-  finished kernel leaves both cores to BLAS and to other processes.  GNU OpenMP (numba's default when
-  TBB is missing, as here) spins after every region.  Measured on this project's 2-core machine while
-  other processes were running (best of 12 interleaved steps of the bench's GPT, n_layer=4,
-  n_embd=128): a training step took 93-172 ms with workqueue, 1300-1410 ms with OpenMP and 690-860 ms
-  with OpenMP and ``OMP_WAIT_POLICY=passive``; an empty parallel region costs 12 µs (24 µs after 2 ms
-  idle) with workqueue against 1.5 µs back to back but a median 5.9 ms after 2 ms idle with OpenMP.
-* **Numba uses every core** (``numba.get_num_threads()``, 2 here); we never change it globally.
+* **Numba's threading layer is "workqueue"**, selected by :func:`configure` (exported as
+  ``npllm_kernels.cpu.configure_threads``; the commands call it through ``npllm.process.configure``,
+  never an import), unless ``NUMBA_THREADING_LAYER`` is set or numba has already started its pool.
+  Its workers sleep on a condition variable between parallel regions, so a finished kernel leaves the
+  cores to BLAS and to other processes; GNU OpenMP (numba's default when TBB is missing) spins after
+  every region and made a training step several times slower.
+* **Numba uses every core** (``numba.get_num_threads()``); we never change it globally.
 * **BLAS runs on one thread inside a kernel that calls ``np.dot``** (attention's tiles, the LSTM's
-  per-chunk products): the kernel's
-  ``prange`` already keeps every core busy, and a multi-threaded BLAS inside each of its tasks would
-  oversubscribe the cores (PERF-NOTES lesson 1: 100 ms vs 510 ms).  :func:`single_threaded_blas` is the
-  context manager the Python wrappers put around such a kernel; it reuses one threadpoolctl controller,
-  so entering it costs about 10 µs instead of the 0.3 ms of a fresh ``threadpool_limits``.
+  per-chunk products): the kernel's ``prange`` already keeps every core busy, and a multi-threaded BLAS
+  inside each of its tasks would oversubscribe the cores.  :func:`single_threaded_blas` is the context
+  manager the Python wrappers put around such a kernel; it reuses one threadpoolctl controller, because
+  building a fresh ``threadpool_limits`` on every call costs more than a small kernel.
 * **With one Numba thread, or on little work, the small kernels run a serial twin**
-  (:func:`serial_twin`, chosen by :func:`for_thread_count`; PARALLEL_MIN_WORK says how little): workqueue hands every parallel region to a worker thread while the caller
-  waits, so with one thread a region buys nothing and costs two context switches (9-17 µs on an idle
-  machine, far more when other processes hold the cores).  Measured on the bench's GPT step, 1 Numba +
-  1 BLAS thread, interleaved best of 25 s: 96.9 ms with parallel GELU/layer norm/cross-entropy kernels,
-  93.5 ms with serial twins.
+  (:func:`serial_twin`, chosen by :func:`for_thread_count`; PARALLEL_MIN_WORK says how little):
+  workqueue hands every parallel region to a worker thread while the caller waits, so with one thread
+  a region buys nothing and costs two context switches.
 * **Inside a training step the two pools still meet**: after each multi-threaded NumPy product
-  OpenBLAS's second thread spins for a while, so on 2 cores a parallel Numba kernel right after it
-  gets about one core (the GPT step's flash backward: 0.6 ms parallel, 1.0 ms serial alone, about
-  1.3 ms median inside a step either way). Kernels that run whole on Numba's pool with single-threaded
-  BLAS (the LSTM: projection, recurrence and weight products in one region) avoid it: 55 → 45 ms.
+  OpenBLAS's second thread spins for a while, so a parallel Numba kernel right after it gets about one
+  core.  Kernels that run whole on Numba's pool with single-threaded BLAS (the LSTM: projection,
+  recurrence and weight products in one region) avoid it.
 * **BLAS outside the kernels keeps its own thread count.**  When other processes hold a core,
-  OpenBLAS's two threads wait on each other (the reference attention at T = 1024 took 1.1 s with two
-  BLAS threads and 0.31 s with one on the busy machine); on an idle machine two threads are up to 2x
-  faster.  That trade-off belongs to whoever runs the job (``OPENBLAS_NUM_THREADS=1``), not to import.
+  OpenBLAS's threads wait on each other; on an idle machine they are faster.  That trade-off belongs
+  to whoever runs the job (``OPENBLAS_NUM_THREADS=1``, ``npllm train --blas-threads``), not to import.
 """
 from __future__ import annotations
 
@@ -48,7 +42,9 @@ _controller = None
 
 
 def configure() -> str:
-    """Select the threading layer (once, before numba's first parallel region); return its name."""
+    """Select Numba's threading layer (workqueue unless NUMBA_THREADING_LAYER says otherwise); return its
+    name.  Call once before the first parallel kernel; npllm's commands do it through
+    ``npllm.process.configure``.  A no-op once numba's pool has started."""
     if "NUMBA_THREADING_LAYER" not in os.environ:
         try:
             numba.threading_layer()          # raises ValueError until a parallel region has run
@@ -88,9 +84,9 @@ def serial_twin(kernel, **options):
     return numba.njit(cache=True, **options)(twin)
 
 
-# Below this many elements of work a parallel region costs more than it saves. Measured on the 2-core
-# Xeon at GPT-step sizes, kernel alone, best of 300: layer norm on (768, 128) (98k elements) forward
-# 125 µs parallel vs 47 µs serial, backward 161 vs 80; GELU on 393k elements 152 µs parallel vs 255.
+# Below this many elements of work a parallel region's hand-off costs more than it saves: layer norm at
+# GPT-step sizes (98k elements) ran faster serial, GELU on 393k elements faster parallel
+# (docs/performance.md, "Threads and BLAS pools").
 PARALLEL_MIN_WORK = 1 << 18
 
 

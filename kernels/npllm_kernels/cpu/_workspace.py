@@ -2,9 +2,9 @@
 
 Why: a fresh activation-sized array (a few MiB) is often newly mapped memory, and the kernel that first
 writes it pays a page fault per 4 KiB (glibc returns freed memory at the top of its heap to the system,
-and a training step frees most of what it allocated). On this project's machine that was 2-3 µs a
-fault, 250-330 faults a call for the GPT step's attention gradient and GELU buffers: more time than
-their arithmetic. A buffer that lives only inside one op call (a hidden activation that is recomputed
+and a training step frees most of what it allocated). For the GPT step's attention gradient and GELU
+buffers those faults cost more time than their arithmetic (docs/performance.md, "Threads and BLAS
+pools"). A buffer that lives only inside one op call (a hidden activation that is recomputed
 in the backward, a gradient consumed by the next matmul) can instead be kept and reused.
 
 One set per thread (``threading.local``) and per name, so two ops' buffers never alias; a buffer is

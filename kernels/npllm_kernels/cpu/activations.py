@@ -5,7 +5,7 @@ GELU(x) = x Φ(x) (Hendrycks & Gimpel 2016).  GPT-2's tanh approximation is rewr
     GELU'(x) = σ(2u) + 2 x σ(2u) (1 − σ(2u)) u',   u' = √(2/π) (1 + 3 · 0.044715 x²),
 which is the same function with one exp and no cancellation: 1 + tanh(u) loses all its digits for
 x ≲ −5, σ(2u) keeps them.  ``fast_sigmoid`` (a polynomial exp, ``_math.py``) lets the loop vectorize;
-with ``np.tanh`` it would be one libm call per element (PERF-NOTES.md, lesson 2).
+with ``np.tanh`` it would be one libm call per element (docs/performance.md, "Small kernels").
 
 ``approximate="none"`` (the exact erf form) uses ``math.erf``, a scalar libm call per element, still
 fused into one parallel pass.  The cache keeps x by reference, as the reference's does.

@@ -2,8 +2,8 @@
 
 The forward is the reference's row lookup ``W[ids]`` (NumPy's fancy indexing is already a tight copy
 loop).  The backward is where the time goes: the reference's ``np.add.at`` handles repeated ids with a
-generic per-element ufunc loop (0.66 ms for the GPT bench's 768 × 128 token gradient), while a plain
-loop that adds each row of dy into its row of dW takes a few tens of µs.  It runs serially: repeated ids
+generic per-element ufunc loop, while a plain loop that adds each row of dy into its row of dW is an
+order of magnitude faster (docs/performance.md, "Small kernels").  It runs serially: repeated ids
 would make a parallel scatter race, and the loop is memory-bound and short.
 
 Compile-time budget: the wrapper hands the kernel int64 ids and C-contiguous 2-D arrays, so there are

@@ -13,8 +13,8 @@ What the fusion buys over the NumPy reference (which makes about ten passes and 
   buffer, then the partials are added — the result does not depend on the number of threads.
 Precision for float32 inputs: the sums whose error grows with C or N (μ, σ², the two means of the
 backward, dγ/dβ) run in float64, and so does the centring x − μ: rounding μ to float32 first would
-shift every x̂ of a row by up to ulp(μ)/σ, visible when |μ| ≫ σ.  The rest stays in float32 (about 15%
-slower than centring in float32, and then x̂ is as accurate as float32 can hold it).
+shift every x̂ of a row by up to ulp(μ)/σ, visible when |μ| ≫ σ.  The rest stays in float32 (the cost
+of the float64 centring: docs/performance.md, "Small kernels"; x̂ is then as accurate as float32 holds it).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ Per chunk, the forward:
 The recurrent product is computed transposed, (h_{t−1} Wh)ᵀ = Whᵀ h_{t−1}ᵀ, (4H, H) @ (H, rows), and
 transposed back: OpenBLAS packs its operands on every call, and with only 16-32 rows against the
 1 MiB Wh the packing costs as much as the arithmetic when Wh is the right operand; as the left one it
-runs about 1.6x faster (64 steps of (16, 256) @ (256, 1024), one thread: 10.0 → 5.6 ms).
+runs faster.
 The backward, per chunk:
 * runs the per-step chain rule with one BLAS call per step (dh_{t−1}ᵀ = Wh da_tᵀ, transposed for the
   same reason), keeping every da_t;
@@ -29,15 +29,11 @@ removes: the reference's ~30 temporaries a step.
 Why the elementwise work is split into several short loops over one row of one gate (1 KB at H = 256,
 in L1): each loop then touches 2-4 arrays, and LLVM vectorizes a loop only if it can rule out overlap
 between every written array and every other one with a few runtime checks; one fused loop over ten
-arrays needs too many and stays scalar (about 5x slower here).  Slices indexed from 0 (``a_i[j]``, not
+arrays needs too many and stays scalar.  Slices indexed from 0 (``a_i[j]``, not
 ``a[H + j]``) let LLVM drop numba's negative-index check, which also blocks vectorization.
 
-Measured at B=32, T=64, D=H=256, float32 on the 2-core AVX-512 Xeon (``npllm bench --only lstm``,
-forward + backward): a serial loop beside NumPy's multi-threaded BLAS took 55 ms; one parallel region
-per direction, 45-48 ms (mostly because NumPy's BLAS workers, spinning after each call, no longer
-compete with the recurrent loop); the transposed recurrent product, 38-41 ms, against the reference's
-84-102 ms. Tried without gain: time-major (T, B, 4H) gates and tanh_c, so each step's rows are
-contiguous (85.6 vs 84.7 ms, serial).
+What each of these choices gained, and what was tried without gain (time-major gates):
+docs/performance.md, "LSTM" (``npllm bench --only lstm`` measures yours).
 """
 from __future__ import annotations
 
@@ -186,7 +182,7 @@ def _lstm_backward_kernel(dhs, dcs, x, h0, c0, Wx_T, Wh, gates, tanh_c, hs, cs,
 def _transpose(src, dst):
     """dst (n, m) = srcᵀ, src (m, n); both contiguous.  In blocks of 16 rows of src, so that writes go
     along dst's rows: writing down a column of dst steps by its row length, at H = 256 a multiple of
-    4 KiB, and every such write lands in the same L1 cache set (this was 10 ms of a 45 ms LSTM step)."""
+    4 KiB, and every such write lands in the same L1 cache set (docs/performance.md, "LSTM")."""
     m, n = src.shape
     for j0 in range(0, m, 16):
         j1 = min(m, j0 + 16)

@@ -11,10 +11,11 @@ buffers (``_workspace``) instead of fresh arrays.
     forward:  u = x W_fc, then u += b_fc and h = GELU(u) in one pass,  y = h W_proj + b_proj
     backward: dW_proj = hᵀ dy,  dh = dy W_projᵀ → buffer,  du = dh · GELU'(u) → buffer with
               db_fc = Σ du in the same pass,  dx = du W_fcᵀ,  dW_fc = xᵀ du
-Measured on the bench's GPT step (2-core Xeon, without ``npllm train``'s malloc settings): the GELU
-backward took 0.3 ms at best but 1.0 ms median inside a step, about 330 page faults a call on its
-fresh output. (Recomputing h in the backward instead of keeping it saves 1.5 MiB a layer but cost
-1.2 ms a step, more than the faults it avoided once ``npllm train`` keeps freed memory.)
+
+Why buffers: a fresh (N, M) output page-faults its memory in on every call, which inside a GPT step
+cost more than the GELU's arithmetic. h is kept, not recomputed in the backward: recomputing saves
+1.5 MiB a layer but costs more time than the faults it avoids once ``npllm train`` keeps freed memory
+(both measured in docs/performance.md, "Small kernels").
 """
 from __future__ import annotations
 
