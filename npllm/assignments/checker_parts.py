@@ -68,20 +68,23 @@ def check_layer_plan(assignment, part, number, index, hidden, seed, prefix) -> P
         if errors.size != len(inputs):
             return f"returned {errors.size} errors, expected one per input ({len(inputs)})"
         shown = ", ".join(f"{n} {e:.1e}" for n, e in zip(names, errors))
-        what = f"the {layer} layer with a planted bug in {wrong_gradient}" if wrong_gradient else f"the correct {layer} layer"
-        misses = [n for n, e in zip(names, errors)
-                  if (n == wrong_gradient and not e > BUG_ABOVE) or (n != wrong_gradient and not e <= CORRECT_BELOW)]
-        if misses:
-            wanted = " and ".join(f"{n} {'above ' + format(BUG_ABOVE, 'g') if n == wrong_gradient else '<= ' + format(CORRECT_BELOW, 'g')}"
-                                  for n in misses)
-            return f"on {what} your errors are {shown}; wanted {wanted}"
+        what = (f"the {layer} layer with a planted bug in {wrong_gradient}" if wrong_gradient
+                else f"the correct {layer} layer")
+        # NaN compares False both ways, so a NaN error is a miss whichever way it should go.
+        wanted = {n: (f"above {BUG_ABOVE:g}" if n == wrong_gradient else f"<= {CORRECT_BELOW:g}")
+                  for n, e in zip(names, errors)
+                  if not (e > BUG_ABOVE if n == wrong_gradient else e <= CORRECT_BELOW)}
+        if wanted:
+            return (f"on {what} your errors are {shown}; wanted "
+                    + " and ".join(f"{n} {bound}" for n, bound in wanted.items()))
         return None
 
     def judge(child):
         failures = [v for v in (verdict(child, layer, None), verdict(child, bug, bad_gradient)) if v]
         if failures:
             return [Check("values", False, "; ".join(failures))]
-        return [Check("values", True, f"ok: the correct {layer} layer passes and the bug in {bad_gradient} is caught")]
+        return [Check("values", True, f"ok: the correct {layer} layer passes and the bug in {bad_gradient} "
+                                      f"is caught")]
 
     return Plan(f"{layer} layer, " + describe([n.removeprefix("d") for n in names], inputs, {}), calls, arrays,
                 ("values",), judge)

@@ -105,7 +105,8 @@ def render_notebook(assignment, spec: dict, intro: str, solution: bool = False) 
     ]
     for part, graded in zip(spec["parts"], assignment.parts):
         n = part["number"]
-        text = f"## Part {n}: `{part['name']}` — {_points(part)} points\n\n{part['task'][:1].upper()}{part['task'][1:]}."
+        task = part["task"][:1].upper() + part["task"][1:]
+        text = f"## Part {n}: `{part['name']}` — {_points(part)} points\n\n{task}."
         if part["cases"]:
             text += (f"\n\nInput: {describe_inputs(assignment, part)}. Your output should be close to:\n\n"
                      f"{expected_block(part)}")

@@ -167,8 +167,8 @@ def make_plan(assignment, part, number: int, index: int, hidden: bool, seed: int
             message += f"; the first output time step that disagrees is t={bad}"
         return Check("gradcheck", False, message)
 
-    return Plan(description + "; upstream " + ", ".join(f"d{n} {tuple(u.shape)}" for n, u in zip(output_names, upstream)),
-                calls, arrays, ("gradcheck", "values"),
+    shapes = ", ".join(f"d{n} {tuple(u.shape)}" for n, u in zip(output_names, upstream))
+    return Plan(f"{description}; upstream {shapes}", calls, arrays, ("gradcheck", "values"),
                 lambda child: [gradcheck(child), values_check(child, prefix + "bw", part.outputs, expected)])
 
 
@@ -178,6 +178,9 @@ def _directional_errors(child, prefix, backward_id, upstream, floats, directions
     The error is |a − n| / max(|a| + |n|, 1): relative for the O(1) derivatives of the cases, absolute
     (round-off is ~1e-9) where the derivative is nearly zero.
     """
+    error = child.call_error(backward_id)
+    if error:
+        raise CheckFailed(error)
     grads = child.results(backward_id)
     errors = {}
     for position, i in enumerate(floats):
