@@ -2,14 +2,14 @@
 
 The reference attention (``npllm.layers.attention``) multiplies dense (Tq, Tk) matrices in which a
 masked probability is a 0 that still multiplies, so a bad value spreads exactly as IEEE arithmetic says:
-* NaN in q[i]: out[i] and dq[i] are NaN (unless query i sees no key: then out[i] = 0), and dk is NaN
-  for every key (0 · NaN in dSᵀ Q), dv for the keys query i sees;
-* NaN in k[j]: every query that sees key j gets a NaN output and dq, and dq's column of the NaN for
-  every query (0 · NaN in dS K), dk is NaN everywhere;
-* +inf in k[j]: a query with a positive q·k[j] gets +inf − +inf = NaN, one with a negative one a
-  probability of 0 but a NaN in dq's column (0 · inf);
+* NaN in q[i]: out[i] and dq[i] are NaN (zeros if query i sees no key), dk is NaN for every key
+  (0 · NaN in dSᵀ Q), dv for the keys query i sees;
+* NaN in k[j]: every query that sees key j gets a NaN output and dq, every other query a NaN in dq's
+  column of the NaN (0 · NaN in dS K), and dk is NaN everywhere;
+* +inf in k[j]: a query with a positive q·k[j] normalises inf / inf = NaN, one with a negative one
+  gets a probability of 0 but a NaN in dq's column (0 · inf);
 * NaN in v[j]: that column of out is NaN for *every* query, even one that may not see key j, and all
-  of dq and dk (through D = rowsum(dO ⊙ O));
+  of dq and dk (the softmax backward's rowsum(dP ⊙ P) is 0 · NaN);
 * NaN in dout: the gradients it reaches, as the same products say.
 The kernels must give the same NaN (and inf) positions and, elsewhere, the reference's values; they
 compute non-finite inputs with the reference (one vectorized sum per input tells them), and finite
