@@ -23,12 +23,12 @@ answer is the contract, NaN positions included. The reference multiplies dense (
 which a masked probability is a 0 that still multiplies, so one NaN in v[j] reaches every query's
 output, even a query that may not see key j (0 · NaN = NaN), and a NaN in q[i] reaches dk for every
 key. The flash loops skip exactly those products (masked keys, causal tiles), and reproducing them
-would cost every call; the test costs one vectorized sum per input (``all_finite``, O(T·d)
-against the O(T²·d) loops), and finite inputs never leave the fast path.
+would cost every call; the test costs one vectorized sum per input (``all_finite``, O(T·d) against
+the O(T²·d) loops), and finite inputs never leave the fast path.
 
 The tile products use ``np.dot`` on contiguous tiles (BLAS: faster than any loop we wrote; see
-docs/performance.md, "Threads and BLAS pools") with BLAS held to one thread while the ``prange`` over (batch·head, query tile) work items
-keeps the cores busy (see ``_threads``). Work items are dealt round-robin to one loop per thread, so each
+docs/performance.md, "Threads and BLAS pools") with BLAS held to one thread while the ``prange`` over
+(batch·head, query tile) work items keeps the cores busy (see ``_threads``). Work items are dealt round-robin to one loop per thread, so each
 thread owns its scratch (allocated here in Python, visible to tracemalloc) and causal rows of
 different cost are spread evenly. The backward runs one item per batch·head when there are at least as
 many as threads (dQ written in place); otherwise one per (batch·head, key tile), each thread summing its
