@@ -19,13 +19,15 @@ def grade_part(assignment, number: int, submission, seed: int, timeout: float = 
     part = assignment.parts[number - 1]
     result = PartResult(number, part.name, part.points)
     cases = [(index, False) for index in range(part.n_visible)] + [(index, True) for index in range(part.n_hidden)]
+    # One child for all cases of the part: one interpreter start, and one time limit for the part.
     plans, calls, arrays = [], [], {}
     for position, (index, hidden) in enumerate(cases):
         plan = make_plan(assignment, part, number, index, hidden, seed, prefix=f"c{position}.")
         plans.append(plan)
         calls += plan.calls
         arrays.update(plan.arrays)
-    child = run_calls(submission, assignment.module, calls, arrays, timeout, assignment.provided_sources(harness=True))
+    child = run_calls(submission, assignment.module, calls, arrays, timeout,
+                      assignment.provided_sources(harness=True))
     result.seconds = child.seconds
     if child.error:
         result.error = child.error
@@ -33,7 +35,7 @@ def grade_part(assignment, number: int, submission, seed: int, timeout: float = 
     for plan, (index, hidden) in zip(plans, cases):
         points = sum(weights[kind] for kind in plan.kinds) if hidden else 0.0
         case = CaseResult(number, index, hidden, plan.description, round(points, 6))
-        case.checks = [Check(kind, False, child.error) for kind in plan.kinds] if child.error else plan.judge(child)
+        case.checks = [Check(kind, False, child.error) for kind in plan.kinds] if child.error else _judge(plan, child)
         for check in case.checks:
             label = check.label or ("gradient check" if check.kind == "gradcheck" else check.kind)
             if hidden:
@@ -46,7 +48,17 @@ def grade_part(assignment, number: int, submission, seed: int, timeout: float = 
     return result
 
 
-def grade(name: str, submission, parts=None, timeout: float = DEFAULT_TIMEOUT, seed: int | None = None) -> GradeReport:
+def _judge(plan, child) -> list:
+    """plan.judge(child); results too odd to judge (a shape that breaks a formula, ...) fail the case."""
+    try:
+        return plan.judge(child)
+    except (ValueError, TypeError, IndexError, FloatingPointError) as exc:
+        reason = f"results the grader could not judge ({type(exc).__name__}: {exc})"
+        return [Check(kind, False, reason) for kind in plan.kinds]
+
+
+def grade(name: str, submission, parts=None, timeout: float = DEFAULT_TIMEOUT,
+          seed: int | None = None) -> GradeReport:
     """Grade ``submission`` (a directory holding the student's module, or the module file itself) for
     assignment ``name``; ``parts``: part numbers (default all); ``seed``: the hidden cases' seed
     (default: a fresh one, recorded in the report)."""
