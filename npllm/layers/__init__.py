@@ -1,6 +1,6 @@
 """The NumPy reference ops: pure ``*_forward`` / ``*_backward`` pairs with NamedTuple caches.
 
-Contract (shared/DESIGN.md): ``out, cache = name_forward(*inputs, **options)`` and
+Contract (docs/architecture.md, "The op contract"): ``out, cache = name_forward(*inputs, **options)`` and
 ``grads = name_backward(dout, cache)`` returning one gradient per floating-point array input, in order.
 Nothing is modified in place; ops compute in the input's dtype; batch first; weights are (D_in, D_out).
 """
