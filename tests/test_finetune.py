@@ -8,7 +8,7 @@ from safetensors import safe_open
 from tiny_gpt2 import write_tiny_gpt2
 
 from npllm.checkpoint import load_checkpoint
-from npllm.cli import main
+from npllm.commands import main
 from npllm.models import GPT
 from npllm.tokenizers import BPETokenizer
 
