@@ -106,7 +106,7 @@ def tokenizer_json(pattern=None, merges_as_strings=False) -> dict:
             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                       "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
                       "ignore_merges": False, "vocab": vocab,
-                      "merges": [" ".join(m) for m in MERGES] if merges_as_strings else MERGES}}
+                      "merges": [" ".join(m) if merges_as_strings else list(m) for m in MERGES]}}
 
 
 def write_tiny_llama(path, family="llama", *, style="4", dtype="F32", shards=1, seed=0, config=None,
