@@ -153,6 +153,9 @@ def main(work):
     class MissingCache(Exception):
         pass
 
+    class Fatal(Exception):
+        """Fails the whole part with one line: the module does not import, sys.exit, the reference."""
+
     def resolve(value):
         if isinstance(value, list):
             return [resolve(item) for item in value]
@@ -173,9 +176,9 @@ def main(work):
     def run(call):
         name = call["function"].partition(":")[2]
         if import_error:
-            return import_error
+            raise Fatal(import_error)
         if reference_used():   # once the reference was imported, nothing this process computes counts
-            return f"imported {blocker.attempt}: {REFERENCE_MESSAGE}"
+            raise Fatal(f"imported {blocker.attempt}: {REFERENCE_MESSAGE}")
         try:
             function = resolve_function(call["function"])
             try:
@@ -193,7 +196,7 @@ def main(work):
             before = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
             results = function(*args, **kwargs)
             if reference_used():
-                return f"imported {blocker.attempt}: {REFERENCE_MESSAGE}"
+                raise Fatal(f"imported {blocker.attempt}: {REFERENCE_MESSAGE}")
             for index, (arg, original) in enumerate(zip(args, before) if call.get("inplace_check", True) else []):
                 if original is not None and not np.array_equal(arg, original, equal_nan=True):
                     which = call.get("arg_names", [])[index] if index < len(call.get("arg_names", [])) else index
@@ -213,23 +216,29 @@ def main(work):
                 for index, value in enumerate(results):
                     outputs[f"{call['id']}.{index}"] = as_array(np, names[index], value)
             return None
+        except Fatal:
+            raise
         except ReferenceUsed as exc:
-            return str(exc)
+            raise Fatal(str(exc)) from None
         except SystemExit as exc:
-            return f"student code called sys.exit({exc.code!r})"
+            raise Fatal(f"the student code called sys.exit({exc.code!r}): sys.exit is not allowed") from None
         except BadResult as exc:
             return str(exc)
         except BaseException as exc:
             if reference_used():
-                return f"imported {blocker.attempt}: {REFERENCE_MESSAGE}"
+                raise Fatal(f"imported {blocker.attempt}: {REFERENCE_MESSAGE}") from None
             return describe(exc, module_path, name)
 
+    fatal = None
     for call in request["calls"]:
-        error = run(call)
-        statuses[call["id"]] = error
+        try:
+            statuses[call["id"]] = run(call)
+        except Fatal as exc:
+            fatal = str(exc)
+            break
     try:
         np.savez(work / "outputs.npz", **outputs)
-        (work / "result.json").write_text(json.dumps({"errors": statuses}), encoding="utf-8")
+        (work / "result.json").write_text(json.dumps({"errors": statuses, "fatal": fatal}), encoding="utf-8")
     except OSError:
         os._exit(SCRATCH_DAMAGED)
 

@@ -39,8 +39,9 @@ _THREADS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "M
 
 @dataclass
 class ChildResult:
-    """What one child reported: ``error`` (one line) when it died, timed out or never reported;
-    otherwise ``errors`` (call id -> one line, or None when the call worked) and the saved arrays."""
+    """What one child reported: ``error`` (one line) when it died, timed out, never reported, or stopped
+    early (the module did not import, sys.exit, the reference); otherwise ``errors`` (call id -> one
+    line, or None when the call worked) and the saved arrays."""
     error: str | None = None
     errors: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
@@ -131,7 +132,8 @@ def run_calls(submission, module: str, calls: list, arrays: dict, timeout: float
         except (OSError, ValueError, KeyError):
             reason = _death(process.returncode, _tail(work / "stderr.txt"))
             return ChildResult(reason, seconds=time.perf_counter() - started, stdout=stdout)
-        return ChildResult(None, report.get("errors", {}), outputs, time.perf_counter() - started, stdout)
+        return ChildResult(report.get("fatal"), report.get("errors", {}), outputs, time.perf_counter() - started,
+                           stdout)
 
 
 def _kill_group(process: subprocess.Popen) -> None:
