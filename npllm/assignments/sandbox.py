@@ -96,7 +96,7 @@ def run_calls(submission, module: str, calls: list, arrays: dict, timeout: float
     timeout: wall-clock seconds before the child (and anything it started) is killed.
     """
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="npllm-grade-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="npllm-grade-", ignore_cleanup_errors=True) as scratch:
         work = Path(scratch)
         _copy_submission(Path(submission), work / "submission", module)
         (work / "provided").mkdir()
