@@ -92,6 +92,12 @@ def main(work):
     import numpy as np
 
     inputs = dict(np.load(work / "inputs.npz", allow_pickle=False))
+    if request.get("memory_limit"):   # address space: a runaway allocation is a MemoryError, not a swap storm
+        try:
+            import resource
+            resource.setrlimit(resource.RLIMIT_AS, (request["memory_limit"], request["memory_limit"]))
+        except (ImportError, ValueError, OSError):
+            pass
     blocker = ReferenceBlocker()
     sys.meta_path.insert(0, blocker)
     for name in list(sys.modules):   # nothing of the reference may be reachable through sys.modules

@@ -30,6 +30,7 @@ import numpy as np
 CHILD = Path(__file__).with_name("_child.py")
 SCRATCH_DAMAGED = 75   # _child.py's exit status when the scratch files it writes to are gone
 DEFAULT_TIMEOUT = 60.0
+MEMORY_LIMIT = 4 * 1024 ** 3   # bytes of address space per child (Python and numpy need ~0.1 GiB)
 # What the scratch copy leaves out: caches and the grader's own outputs, never the student's code.
 _IGNORE = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", ".git", "*.pyc")
 # One BLAS thread per child: classrooms grade many submissions on shared machines.
@@ -87,13 +88,14 @@ def _death(returncode: int, stderr: str) -> str:
 
 
 def run_calls(submission, module: str, calls: list, arrays: dict, timeout: float = DEFAULT_TIMEOUT,
-              provided: dict | None = None) -> ChildResult:
+              provided: dict | None = None, memory_limit: int | None = MEMORY_LIMIT) -> ChildResult:
     """Make ``calls`` (see ``_child.py``) on the student's ``module`` in a child process.
 
     submission: the student's directory (or a single ``.py`` file, used as ``<module>.py``);
     arrays: name -> numpy array, the inputs the calls refer to; provided: filename -> source of the
     teacher's helper modules the calls may use (copied from the grader, never from the submission);
-    timeout: wall-clock seconds before the child (and anything it started) is killed.
+    timeout: wall-clock seconds before the child (and anything it started) is killed; memory_limit:
+    bytes of address space the child may use (None: no limit; POSIX only).
     """
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="npllm-grade-", ignore_cleanup_errors=True) as scratch:
@@ -102,7 +104,8 @@ def run_calls(submission, module: str, calls: list, arrays: dict, timeout: float
         (work / "provided").mkdir()
         for filename, source in (provided or {}).items():
             (work / "provided" / filename).write_text(source, encoding="utf-8")
-        (work / "request.json").write_text(json.dumps({"module": module, "calls": calls}), encoding="utf-8")
+        (work / "request.json").write_text(json.dumps({"module": module, "calls": calls,
+                                                                   "memory_limit": memory_limit}), encoding="utf-8")
         np.savez(work / "inputs.npz", **arrays)
         env = {**os.environ, **_THREADS, "PYTHONDONTWRITEBYTECODE": "1"}
         env.pop("PYTHONSTARTUP", None)
