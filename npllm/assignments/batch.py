@@ -9,8 +9,8 @@ its own fresh seed for the hidden cases.  It writes
     grades.csv                              student, points per part, total, max, status, seed
     grades_results/<student>/results.json   Gradescope's format (npllm.assignments.report)
 
-A submission that cannot be graded (no module file) gets a row with status ``missing <module>.py``
-and 0 points; the batch always finishes with one row per student.
+A submission that cannot be graded (no module file, an unreadable file) gets a row with 0 points and
+a status saying why; the batch always finishes with one row per student.
 """
 from __future__ import annotations
 
@@ -64,7 +64,12 @@ def grade_submissions(submissions_dir, assignment: str, out_csv, timeout: float 
             rows.append(dict(zip(header, [student, *[0] * len(part_columns), 0, spec.points,
                                           f"missing {spec.module}.py", ""])))
             continue
-        report = grade(assignment, path, timeout=timeout, seed=seed)
+        try:
+            report = grade(assignment, path, timeout=timeout, seed=seed)
+        except OSError as exc:     # an unreadable submission (permissions, a broken file): say so, go on
+            rows.append(dict(zip(header, [student, *[0] * len(part_columns), 0, spec.points,
+                                          f"could not be graded: {exc}", ""])))
+            continue
         write_results(report, results_dir / student / "results.json")
         rows.append(dict(zip(header, [student, *[f"{p.score:g}" for p in report.parts], f"{report.score:g}",
                                       f"{report.max_score:g}", _status(report), report.seed])))
