@@ -280,3 +280,9 @@ def test_the_teachers_copy_has_a_gradescope_autograder_that_grades_the_submissio
     assert done.returncode == 0, done.stderr
     validate_gradescope(json.loads(results.read_text()))
     assert json.loads(results.read_text())["score"] == 0     # the submission was graded, not the solution
+    nested = tmp_path / "zipped" / "hw3"                      # uploaded as a zip with a folder inside
+    nested.mkdir(parents=True)
+    shutil.copy(solution / "rnn_layers.py", nested)
+    done = subprocess.run([sys.executable, "grade.py", "--submission", str(tmp_path / "zipped"), "--json",
+                           str(results)], cwd=tmp_path / "starter", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and json.loads(results.read_text())["score"] == 12

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 
 from npllm.assignments.catalog import ASSIGNMENTS
 from npllm.assignments.grading import Check, CaseResult, GradeReport, PartResult
@@ -48,6 +49,16 @@ def grade_part(assignment, number: int, submission, seed: int, timeout: float = 
     return result
 
 
+def locate_module(submission, module: str) -> Path | None:
+    """The folder to grade: ``submission`` itself when it is a file or holds ``<module>.py``, else the
+    shallowest folder below it that does (a zip unpacked into a folder of its own), else None."""
+    submission = Path(submission)
+    if submission.is_file() or (submission / f"{module}.py").is_file():
+        return submission
+    matches = sorted(submission.rglob(f"{module}.py"), key=lambda p: (len(p.parts), str(p)))
+    return matches[0].parent if matches else None
+
+
 def _judge(plan, child) -> list:
     """plan.judge(child); results too odd to judge (a shape that breaks a formula, ...) fail the case."""
     try:
@@ -70,6 +81,9 @@ def grade(name: str, submission, parts=None, timeout: float = DEFAULT_TIMEOUT,
     for number in numbers:
         if not 1 <= number <= len(assignment.parts):
             raise ValueError(f"part must be between 1 and {len(assignment.parts)}, got {number}")
+    if not Path(submission).exists():
+        raise FileNotFoundError(f"{submission} does not exist")
+    submission = locate_module(submission, assignment.module) or submission   # none: each part says so
     started = time.perf_counter()
     results = [grade_part(assignment, number, submission, seed, timeout) for number in numbers]
     return GradeReport(name, seed, results, round(time.perf_counter() - started, 3))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from npllm.assignments.autograder import grade
+from npllm.assignments.autograder import grade, locate_module
 from npllm.assignments.catalog import ASSIGNMENTS
 from npllm.assignments.grading import GradeReport
 from npllm.assignments.report import write_results
@@ -34,8 +34,7 @@ def find_submissions(submissions_dir, module: str) -> dict:
         if entry.name.startswith((".", "_")):
             continue
         if entry.is_dir():
-            matches = sorted(entry.rglob(f"{module}.py"), key=lambda p: (len(p.parts), str(p)))
-            found[entry.name] = matches[0].parent if matches else None
+            found[entry.name] = locate_module(entry, module)
         elif entry.suffix == ".py":
             found[entry.stem] = entry
     return found

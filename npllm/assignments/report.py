@@ -67,10 +67,7 @@ def main(name: str, directory, argv=None) -> int:
     try:
         if args.timeout <= 0:
             raise ValueError(f"--timeout must be > 0, got {args.timeout:g}")
-        submission = args.submission or directory
-        if not Path(submission).exists():
-            raise FileNotFoundError(f"--submission: {submission} does not exist")
-        report = grade(name, submission, args.part, args.timeout, args.seed)
+        report = grade(name, args.submission or directory, args.part, args.timeout, args.seed)
         print(f"npllm autograder: assignment {name!r}\n")
         print(report)
         if args.json:
