@@ -63,6 +63,7 @@ def test_from_pretrained_computes_what_transformers_computes(tmp_path, family, s
     for name, value in tensors.items():      # nn.Linear's (out, in) transposed to (in, out), square ones too
         expected = value if value.ndim == 1 or name == "model.embed_tokens.weight" else value.T
         assert model.params[name].dtype == np.float32 and np.array_equal(model.params[name], expected), name
+        assert model.params[name].flags.writeable and model.params[name].flags.c_contiguous   # AdamW updates in place
     ids = np.array([3, 200, 17, 99, 5, 263, 42])
     logits, _ = model.forward(ids[None])
     assert_allclose(logits[0], hf_reference_logits(tensors, hf, ids), rtol=1e-4, atol=1e-4)

@@ -21,7 +21,7 @@ from npllm.training.config import (COMMON_DEFAULTS, LM_DEFAULTS, MODELS, SEQ2SEQ
 def _default(name: str) -> str:
     """The help text's default: one value, or the language-model and seq2seq values."""
     if name in LM_DEFAULTS or name in SEQ2SEQ_DEFAULTS:
-        lm = LM_DEFAULTS.get(name, "3 for gpt, 1 for rnn/lstm/gru" if name == "n_layer" else None)
+        lm = LM_DEFAULTS.get(name, "3 for gpt/llama, 1 for rnn/lstm/gru" if name == "n_layer" else None)
         return f"default: {lm}; seq2seq {SEQ2SEQ_DEFAULTS[name]}"
     return f"default: {COMMON_DEFAULTS[name]}" if name in COMMON_DEFAULTS else ""
 
@@ -40,8 +40,13 @@ def add_parser(sub) -> None:
     arg("--tokenizer", "how text becomes ids", choices=TOKENIZERS)
     arg("--vocab-size", "BPE/word vocabulary size", type=positive_int)
     arg("--n-layer", "layers", type=positive_int)
-    arg("--n-head", "GPT attention heads", type=positive_int)
-    arg("--n-embd", "GPT width (divisible by --n-head); seq2seq: embedding size", type=positive_int)
+    arg("--n-head", "GPT/llama attention heads", type=positive_int)
+    arg("--n-embd", "GPT/llama width (divisible by --n-head); seq2seq: embedding size", type=positive_int)
+    arg("--n-kv-head", "llama: key/value heads (grouped-query attention; divides --n-head); default: --n-head",
+        type=positive_int)
+    arg("--intermediate-size", "llama: SwiGLU MLP width; default: 8/3 · --n-embd rounded up to a multiple of 32",
+        type=positive_int)
+    arg("--rope-theta", "llama: RoPE base; default: 10000", type=positive_float)
     arg("--hidden-size", "RNN/LSTM/GRU hidden size", type=positive_int)
     arg("--block-size", "tokens of context per training window", type=positive_int)
     arg("--batch-size", "windows (or pairs) per micro-batch", type=positive_int)
@@ -64,7 +69,8 @@ def add_parser(sub) -> None:
     arg("--dtype", "parameter dtype", choices=["float32", "float64"])
     arg("--blas-threads", "threads for NumPy's matrix products; default: every core (seq2seq: 1)", type=positive_int)
     arg("--out-dir", "checkpoints, metrics.jsonl and loss.png go here")
-    arg("--init-from", "fine-tune from a GPT-2 directory (config.json + model.safetensors) or an npllm checkpoint")
+    arg("--init-from", "fine-tune from a Hugging Face GPT-2 or Llama/Qwen2/Mistral directory (config.json + "
+                       "model.safetensors + tokenizer) or an npllm checkpoint")
     arg("--samples", "samples printed at the end", type=nonneg_int)
     arg("--sample-tokens", "tokens per sample", type=nonneg_int)
     arg("--sample-prompt", "text the samples start from (a newline if the tokenizer cannot encode it)")

@@ -5,7 +5,8 @@
 - :class:`RNNLM`, :class:`LSTMLM`, :class:`GRULM` / :class:`RNNLMConfig` (rnn_lm.py): recurrent LMs.
 - :class:`Seq2Seq` / :class:`Seq2SeqConfig` (seq2seq.py): LSTM encoder-decoder with additive attention.
 
-:data:`LANGUAGE_MODELS` maps the CLI's ``--model`` names to classes; :func:`build_model` rebuilds a model
+:func:`load_pretrained` reads a Hugging Face directory (gpt2_io.py, llama_io.py) into the model its
+config.json names.  :data:`LANGUAGE_MODELS` maps the CLI's ``--model`` names to classes; :func:`build_model` rebuilds a model
 from what a checkpoint stores (its kind and config dict), after :func:`check_model_config` has checked
 that config against the stored tensor shapes (layout.py), so an edited config never allocates.
 """
@@ -13,6 +14,7 @@ from npllm.checkpoint import check_params_match
 from npllm.errors import CheckpointError
 from npllm.models.gpt import GPT, GPTConfig, KVCache
 from npllm.models.layout import check_config
+from npllm.models import gpt2_io, llama_io
 from npllm.models.llama import Llama, LlamaConfig
 from npllm.models.rnn_lm import GRULM, LSTMLM, RNNLM, RNNLMConfig
 from npllm.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -40,6 +42,23 @@ def check_model_config(kind: str, config, tensor_shapes=None, *, where: str = "m
         raise CheckpointError(f"{where}: {exc}") from None
 
 
+def load_pretrained(path):
+    """The GPT or Llama of a Hugging Face directory ``path``, as its config.json's architectures say
+    (GPT2LMHeadModel; LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM); CheckpointError otherwise."""
+    from pathlib import Path
+    config_path = Path(path) / gpt2_io.CONFIG_NAME
+    if not config_path.is_file():
+        return GPT.from_pretrained(path)            # says what the directory lacks
+    hf = llama_io.read_json(config_path)
+    if llama_io.is_llama_config(hf):
+        return Llama.from_pretrained(path)
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise CheckpointError(f"{config_path}: unsupported model_type {str(hf['model_type'])[:40]!r} (architectures "
+                              f"{str(hf.get('architectures'))[:80]}); npllm loads GPT2LMHeadModel, "
+                              f"{', '.join(llama_io.ARCHITECTURES)}")
+    return GPT.from_pretrained(path)
+
+
 def model_from_checkpoint(checkpoint):
     """The model a loaded :class:`npllm.checkpoint.Checkpoint` holds (params copied in, dtype kept)."""
     kind, config = checkpoint.meta.get("model_type"), checkpoint.meta.get("model_config")
@@ -61,4 +80,4 @@ def model_from_checkpoint(checkpoint):
 
 __all__ = ["GPT", "GPTConfig", "KVCache", "Llama", "LlamaConfig", "RNNLM", "LSTMLM", "GRULM", "RNNLMConfig",
            "Seq2Seq", "Seq2SeqConfig", "LANGUAGE_MODELS", "MODEL_CLASSES", "build_model", "check_model_config",
-           "model_from_checkpoint"]
+           "model_from_checkpoint", "load_pretrained"]

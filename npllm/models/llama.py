@@ -93,13 +93,17 @@ class LlamaKVCache:
     """Rotated keys and values of the positions seen so far, per layer: each (B, NKV, capacity, HS).
 
     Keys are stored after RoPE, so a new query attends to them without recomputing anything.  The
-    capacity starts at block_size and doubles when a forward needs more: RoPE computes the angle of any
+    capacity starts at block_size (at most INITIAL_CAPACITY: a Hugging Face model's block_size may be
+    131,072) and doubles when a forward needs more: RoPE computes the angle of any
     position, so decoding may continue past block_size (a model trained on shorter sequences extrapolates
     there as well or as badly as RoPE lets it).
     """
 
+    INITIAL_CAPACITY = 1024
+
     def __init__(self, config: LlamaConfig, batch_size: int, dtype):
-        self.shape = (batch_size, config.n_kv_head, config.block_size, config.n_embd // config.n_head)
+        capacity = min(config.block_size, self.INITIAL_CAPACITY)
+        self.shape = (batch_size, config.n_kv_head, capacity, config.n_embd // config.n_head)
         self.keys = [np.zeros(self.shape, dtype=dtype) for _ in range(config.n_layer)]
         self.values = [np.zeros(self.shape, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0     # positions filled (the same in every layer once a forward finishes)

@@ -276,7 +276,8 @@ def read_pretrained(path) -> tuple[dict, dict[str, np.ndarray]]:
     params = {}
     for name, shape in expected.items():
         array = _read_tensor(*table[name])
-        params[name] = np.ascontiguousarray(array.T if is_linear(name, shape) else array, dtype=dtype)
+        # np.array copies: the file's bytes are read-only, the optimizer updates params in place.
+        params[name] = np.array(array.T if is_linear(name, shape) else array, dtype=dtype, order="C")
     if head is not None and not np.array_equal(_read_tensor(*head), params["model.embed_tokens.weight"]):
         raise CheckpointError(f"{path}: lm_head.weight differs from model.embed_tokens.weight, but config.json "
                               "says tie_word_embeddings true")

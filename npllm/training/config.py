@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from npllm.errors import UsageError
 
-MODELS = ("gpt", "lstm", "gru", "rnn", "seq2seq")
+MODELS = ("gpt", "llama", "lstm", "gru", "rnn", "seq2seq")
 TOKENIZERS = ("char", "word", "bpe")
 DTYPES = ("float32", "float64")
 BACKENDS = ("numpy", "numba", "cuda")
@@ -35,6 +35,9 @@ class TrainConfig:
     n_layer: int | None = None
     n_head: int | None = None
     n_embd: int | None = None
+    n_kv_head: int | None = None
+    intermediate_size: int | None = None
+    rope_theta: float | None = None
     hidden_size: int | None = None
     block_size: int | None = None
     batch_size: int | None = None
@@ -103,7 +106,12 @@ SEQ2SEQ_DEFAULTS = {"n_layer": 1, "n_embd": 32, "hidden_size": 128, "batch_size"
 EXTENDABLE = ("max_iters", "eval_interval", "eval_iters", "patience", "backend", "blas_threads", "out_dir",
               "samples", "sample_tokens", "sample_prompt", "no_progress")
 # Fields fixed by a loaded model (--init-from): the architecture and its vocabulary.
-ARCHITECTURE = ("model", "tokenizer", "vocab_size", "n_layer", "n_head", "n_embd", "hidden_size")
+ARCHITECTURE = ("model", "tokenizer", "vocab_size", "n_layer", "n_head", "n_embd", "n_kv_head", "intermediate_size",
+                "rope_theta", "hidden_size")
+# Llama's own fields: refused for other models, defaulted from n_head and n_embd for llama (resolve).
+LLAMA_FIELDS = ("n_kv_head", "intermediate_size", "rope_theta")
+LLAMA_ROPE_THETA = 10000.0
+LLAMA_MLP_MULTIPLE = 32     # SwiGLU's width: 8/3 · n_embd (same parameters as a 4·n_embd MLP), rounded up to this
 
 # Sizes past these cannot be trained on a laptop: refused before anything is allocated.
 MAX_WIDTH = 1 << 16
@@ -115,7 +123,7 @@ MAX_BATCH_TOKENS = 1 << 26
 def defaults_for(model: str) -> dict:
     """The default of every field for a model kind ("seq2seq" or a language model)."""
     task_defaults = SEQ2SEQ_DEFAULTS if model == "seq2seq" else LM_DEFAULTS
-    return {**COMMON_DEFAULTS, **task_defaults, "n_layer": task_defaults.get("n_layer", 3 if model == "gpt" else 1)}
+    return {**COMMON_DEFAULTS, **task_defaults, "n_layer": task_defaults.get("n_layer", 3 if model in ("gpt", "llama") else 1)}
 
 
 def _check_choice(config: TrainConfig, name: str, choices) -> None:
@@ -148,7 +156,7 @@ def validate(config: TrainConfig) -> None:
     if config.task not in (None, "dates"):
         raise UsageError("--task", f"must be dates, got {config.task!r}")
     for name, high in (("n_layer", MAX_LAYERS), ("n_head", MAX_WIDTH), ("n_embd", MAX_WIDTH),
-                       ("hidden_size", MAX_WIDTH), ("block_size", MAX_BLOCK), ("vocab_size", 1 << 20),
+                       ("n_kv_head", MAX_WIDTH), ("intermediate_size", 4 * MAX_WIDTH), ("hidden_size", MAX_WIDTH), ("block_size", MAX_BLOCK), ("vocab_size", 1 << 20),
                        ("batch_size", MAX_BATCH_TOKENS), ("grad_accum", 1 << 20), ("eval_interval", None),
                        ("eval_iters", 1 << 20), ("max_iters", None), ("lr_decay_iters", None),
                        ("blas_threads", 4096)):
@@ -158,6 +166,7 @@ def validate(config: TrainConfig) -> None:
     _check_number(config, "seed", 0, 2**32 - 1, integer=True)
     _check_number(config, "lr", 0.0, 10.0, low_open=True)
     _check_number(config, "min_lr", 0.0, None)
+    _check_number(config, "rope_theta", 0.0, 1e12, low_open=True)
     _check_number(config, "weight_decay", 0.0, 10.0)
     _check_number(config, "grad_clip", 0.0, None)
     for name in ("beta1", "beta2", "dropout"):
@@ -183,6 +192,14 @@ def estimate_bytes(config: TrainConfig, vocab_size: int) -> tuple[int, str]:
         params = 12 * layers * width * width + (vocab_size + config.block_size) * width
         activations = tokens * (layers * 34 * width + 2 * vocab_size)
         widest = "--n-embd"
+    elif config.model == "llama":
+        width, layers, inner = config.n_embd, config.n_layer, config.intermediate_size
+        kv_width = width // config.n_head * config.n_kv_head
+        params = layers * (2 * width * width + 2 * width * kv_width + 3 * width * inner) + 2 * vocab_size * width
+        # per layer: norms, q/k/v/rope, attention output, residuals (≈ 16 C), gate/up/SiLU/product (≈ 5 I)
+        activations = tokens * (layers * (16 * width + 5 * inner) + 2 * vocab_size)
+        activations += config.batch_size * config.grad_accum * layers * config.n_head * config.block_size ** 2
+        widest = "--intermediate-size" if inner > 4 * width else "--n-embd"
     else:
         width, layers = config.hidden_size, config.n_layer
         params = layers * 4 * width * (2 * width) + 2 * vocab_size * max(width, config.n_embd or 0)
@@ -246,13 +263,43 @@ def resolve(typed: TrainConfig) -> TrainConfig:
         config.lr_decay_iters = config.max_iters
     if config.warmup_iters is None:
         config.warmup_iters = min(100, config.lr_decay_iters // 10)
+    _resolve_llama(config, given)
     validate(config)
-    if model == "gpt" and config.n_embd % config.n_head:
+    if model in ("gpt", "llama") and config.n_embd % config.n_head:
         raise UsageError("--n-embd", f"must be divisible by --n-head ({config.n_head}), got {config.n_embd}")
+    if model == "llama":
+        _check_llama(config)
     if model in ("lstm", "gru", "rnn") and config.n_layer > 2:
         raise UsageError("--n-layer", f"recurrent models have 1 or 2 layers, got {config.n_layer}")
     check_fits(config, config.vocab_size if config.tokenizer != "char" else 256)
     return config
+
+
+def _resolve_llama(config: TrainConfig, given: dict) -> None:
+    """Llama's fields: refused for other models; for llama, n_kv_head = n_head (plain multi-head
+    attention), intermediate_size = 8/3 · n_embd rounded up to a multiple of 32, rope_theta 10000."""
+    if config.model != "llama":
+        for name in LLAMA_FIELDS:
+            if name in given:
+                raise UsageError(flag(name), f"applies to --model llama only (this run trains {config.model})")
+        return
+    if given.get("dropout"):
+        raise UsageError("--dropout", "Llama has no dropout (as in Meta's Llama); drop the flag")
+    if config.n_kv_head is None:
+        config.n_kv_head = config.n_head
+    if config.intermediate_size is None and isinstance(config.n_embd, int):
+        config.intermediate_size = -(-8 * config.n_embd // (3 * LLAMA_MLP_MULTIPLE)) * LLAMA_MLP_MULTIPLE
+    if config.rope_theta is None:
+        config.rope_theta = LLAMA_ROPE_THETA
+
+
+def _check_llama(config: TrainConfig) -> None:
+    """UsageError naming the flag unless the head size is even (RoPE rotates pairs) and --n-kv-head divides --n-head."""
+    if (config.n_embd // config.n_head) % 2:
+        raise UsageError("--n-embd", f"--n-embd / --n-head = {config.n_embd // config.n_head} must be even for "
+                                     "llama (RoPE rotates pairs of dimensions)")
+    if config.n_head % config.n_kv_head:
+        raise UsageError("--n-kv-head", f"must divide --n-head ({config.n_head}), got {config.n_kv_head}")
 
 
 def merge_resumed(recorded: TrainConfig, typed: TrainConfig) -> tuple[TrainConfig, list[str]]:
@@ -281,7 +328,7 @@ def check_against_model(typed: TrainConfig, kind: str, model_config: dict, token
                         what: str) -> None:
     """UsageError for a typed architecture field that contradicts a loaded model (``what`` names it)."""
     loaded = {"model": kind, "tokenizer": tokenizer_type, **{k: v for k, v in model_config.items()}}
-    if kind != "gpt":
+    if kind not in ("gpt", "llama"):
         loaded.pop("n_embd", None)
     given = typed.given()
     for name in ARCHITECTURE:

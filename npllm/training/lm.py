@@ -3,7 +3,7 @@
 A training example is a random window of ``block_size + 1`` ids from the first 90% of the text (nanoGPT's
 ``get_batch``); evaluation averages the loss of ``eval_iters`` fixed windows of the last 10%, drawn by their
 own generator so evaluating never changes which training batches come next.  The task builds the model
-fresh, from ``--init-from`` (an npllm checkpoint or a Hugging Face GPT-2 directory) or from the checkpoint
+fresh, from ``--init-from`` (an npllm checkpoint or a Hugging Face GPT-2 or Llama-family directory) or from the checkpoint
 being resumed, and says what a checkpoint must record to rebuild it (model, tokenizer, data fingerprint).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from npllm.metrics import perplexity
 from npllm.training.config import TrainConfig, check_against_model
 
 SAMPLE_TEMPERATURE = 0.8   # a little below 1: fewer low-probability typos in the printed samples
-HF_DIR = "hf"              # where a fine-tuned GPT is also written in Hugging Face's layout
+HF_DIR = "hf"              # where a fine-tuned GPT or Llama is also written in Hugging Face's layout
 
 
 def text_fingerprint(text: str) -> str:
@@ -65,10 +65,14 @@ def corpus_ids(source: str | None, tokenizer, flag: str = "--data") -> np.ndarra
 
 
 def _new_model(config: TrainConfig, vocab_size: int):
-    from npllm.models import GPT, GPTConfig, LANGUAGE_MODELS, RNNLMConfig
+    from npllm.models import GPT, GPTConfig, LANGUAGE_MODELS, Llama, LlamaConfig, RNNLMConfig
     if config.model == "gpt":
         gpt = GPTConfig(vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, config.dropout)
         return GPT(gpt, seed=config.seed, dtype=config.dtype)
+    if config.model == "llama":
+        llama = LlamaConfig(vocab_size, config.block_size, config.n_layer, config.n_head, config.n_kv_head,
+                            config.n_embd, config.intermediate_size, rope_theta=config.rope_theta)
+        return Llama(llama, seed=config.seed, dtype=config.dtype)
     rnn = RNNLMConfig(vocab_size, config.hidden_size, config.n_layer, config.block_size, config.dropout)
     return LANGUAGE_MODELS[config.model](rnn, seed=config.seed, dtype=config.dtype)
 
@@ -83,17 +87,21 @@ def _train_tokenizer(config: TrainConfig, text: str):
 
 
 def load_init_from(path: str, typed: TrainConfig):
-    """--init-from PATH → (model, tokenizer); a typed flag contradicting the loaded model is an error."""
-    from npllm.models import GPT, model_from_checkpoint
+    """--init-from PATH (an npllm checkpoint, or a Hugging Face GPT-2 or Llama-family directory) →
+    (model, tokenizer); a typed flag contradicting the loaded model is an error."""
+    from npllm.models import load_pretrained, model_from_checkpoint
     from npllm.models.gpt2_io import is_hf_directory
     from npllm.tokenizers import BPETokenizer
     where = Path(path)
     what = f"--init-from {path}"
     try:
         if is_hf_directory(where):
-            model = GPT.from_pretrained(where)
-            check_against_model(typed, "gpt", model.config_dict(), "bpe", what)
+            model = load_pretrained(where)
+            check_against_model(typed, model.kind, model.config_dict(), "bpe", what)
             tokenizer = BPETokenizer.from_pretrained(where)
+            if tokenizer.vocab_size > model.config.vocab_size:
+                raise CheckpointError(f"{where}: the tokenizer has {tokenizer.vocab_size} tokens, the model's "
+                                      f"vocab_size is {model.config.vocab_size}")
         else:
             checkpoint = load_checkpoint(where)
             meta = checkpoint.meta
@@ -134,7 +142,10 @@ class LanguageModelTask:
             if model.config.block_size < config.block_size:
                 raise UsageError("--block-size", f"must be <= the model's block_size {model.config.block_size}, "
                                                  f"got {config.block_size}")
-            model.config.dropout = config.dropout          # fine-tuning chooses its own regularisation
+            if model.kind == "llama" and config.dropout:
+                raise UsageError("--dropout", "Llama has no dropout (as in Meta's Llama); drop the flag")
+            if hasattr(model.config, "dropout"):
+                model.config.dropout = config.dropout      # fine-tuning chooses its own regularisation
             model.params = {k: v.astype(config.dtype, copy=False) for k, v in model.params.items()}
             _record_architecture(config, model, tokenizer)
         else:
@@ -158,7 +169,8 @@ class LanguageModelTask:
             raise UsageError("--data", f"{'the given file' if typed_data else 'the recorded file'} does not hold "
                                        "the text this run was trained on (its SHA-256 differs)")
         model, tokenizer = model_from_checkpoint(checkpoint), tokenizer_from_checkpoint(checkpoint)
-        model.config.dropout = config.dropout
+        if hasattr(model.config, "dropout"):            # Llama has none
+            model.config.dropout = config.dropout
         return cls(config, model, tokenizer, text, source)
 
     # --- the loop's interface -----------------------------------------------------------------------
@@ -230,14 +242,14 @@ class LanguageModelTask:
                 + self.tokenizer.decode(row[0 if echo else len(ids):].tolist()) for i, row in enumerate(out)]
 
     def finish(self, out_dir: Path, summary: dict, log) -> None:
-        """After training: a fine-tuned GPT is also written to <out-dir>/hf in Hugging Face's layout."""
-        if not self.config.init_from or self.model.kind != "gpt":
+        """After training: a fine-tuned GPT or Llama is also written to <out-dir>/hf in Hugging Face's layout."""
+        if not self.config.init_from or self.model.kind not in ("gpt", "llama"):
             return
         from npllm.tokenizers import BPETokenizer
         tokenizer = self.tokenizer if isinstance(self.tokenizer, BPETokenizer) else None
         if tokenizer is None:
-            log(f"note: {HF_DIR}/ holds the weights only: a {type(self.tokenizer).__name__} has no GPT-2 "
-                "vocab.json/merges.txt form")
+            log(f"note: {HF_DIR}/ holds the weights only: a {type(self.tokenizer).__name__} has no Hugging Face "
+                "tokenizer.json form")
         self.model.save_pretrained(out_dir / HF_DIR, tokenizer)
         summary["hf"] = str(out_dir / HF_DIR)
 
@@ -246,7 +258,8 @@ def _record_architecture(config: TrainConfig, model, tokenizer) -> None:
     """Write the loaded model's architecture into the run's config, so the checkpoint records the truth."""
     config.model = model.kind
     model_config = model.config_dict()
-    for name in ("n_layer", "n_head", "n_embd", "hidden_size", "vocab_size"):
+    for name in ("n_layer", "n_head", "n_embd", "n_kv_head", "intermediate_size", "rope_theta", "hidden_size",
+                 "vocab_size"):
         if name in model_config:
             setattr(config, name, model_config[name])
     config.tokenizer = {"CharTokenizer": "char", "WordTokenizer": "word"}.get(type(tokenizer).__name__, "bpe")
