@@ -49,6 +49,10 @@ def test_train_model_llama_from_scratch_records_its_architecture(tmp_path, capsy
     status, stdout, _ = run(capsys, "generate", "--checkpoint", out, "--prompt", "the ", "--max-new-tokens", "10",
                             "--temperature", "0")
     assert status == 0 and stdout.startswith("the ")
+    status, stdout, _ = run(capsys, "train", "--resume", "--out-dir", out, "--max-iters", "70", "--no-progress")
+    assert status == 0 and json.loads(stdout.strip().splitlines()[-1])["iters"] == 70
+    status, _, err = run(capsys, "train", "--resume", "--out-dir", out, "--max-iters", "80", "--n-kv-head", "2")
+    assert status == 2 and "--n-kv-head: the run being resumed was started with --n-kv-head 4" in err
 
 
 def test_train_llama_flags_are_kept_and_grouped_query_attention_trains(tmp_path, capsys, text_file):
