@@ -94,7 +94,7 @@ def _cases(name, rng):
         yield Case("(2,3,5) width 12, tanh", L.mlp_forward, L.mlp_backward, args, {"approximate": "tanh"})
         yield Case("(4,5) width 12, erf", L.mlp_forward, L.mlp_backward, [_n(rng, 4, C)] + args[1:],
                    {"approximate": "none"})
-    elif name in ("rms_norm", "swiglu", "swiglu_mlp", "rope"):
+    elif name in ("rms_norm", "swiglu", "swiglu_mlp", "rope", "rope_attention"):
         yield from _cases_modern_decoder(name, rng)
     else:
         raise KeyError(name)
@@ -139,7 +139,7 @@ def _cases_attention(rng):
 
 
 def _cases_modern_decoder(name, rng):
-    """Llama's ops: RMSNorm, SwiGLU (elementwise and the fused MLP) and RoPE."""
+    """Llama's ops: RMSNorm, SwiGLU (elementwise and the fused MLP), RoPE and RoPE fused with attention."""
     if name == "rms_norm":
         for shape in [(1, 6), (2, 3, 8)]:
             yield Case(f"x{shape}", L.rms_norm_forward, L.rms_norm_backward,
@@ -163,6 +163,19 @@ def _cases_modern_decoder(name, rng):
         yield Case("interleaved, (B,T) non-contiguous positions", f, b,
                    [_n(rng, 2, 2, 4, 4), np.array([[0, 1, 5, 6], [3, 9, 10, 40]])], {"interleaved": True})
         yield Case("rotate half, (B,T) positions, T=1", f, b, [_n(rng, 2, 1, 1, 2), np.array([[12], [0]])], {})
+    elif name == "rope_attention":
+        f, b = L.rope_attention_forward, L.rope_attention_backward
+        yield Case("causal GQA H=4 Hkv=2, positions 0..4", f, b,
+                   [_n(rng, 2, 4, 5, 4), _n(rng, 2, 2, 5, 4), _n(rng, 2, 2, 5, 3), np.arange(5)], {})
+        yield Case("interleaved, multi-query, offset 7, theta=500", f, b,
+                   [_n(rng, 1, 2, 3, 6), _n(rng, 1, 1, 3, 6), _n(rng, 1, 1, 3, 2), np.arange(7, 10)],
+                   {"theta": 500.0, "interleaved": True})
+        mask = rng.random((2, 1, 4, 4)) > 0.3
+        mask[1, 0, 2] = False                                    # a fully masked query row
+        yield Case("(B,T) positions, mask + fully masked row, not causal", f, b,
+                   [_n(rng, 2, 2, 4, 4), _n(rng, 2, 2, 4, 4), _n(rng, 2, 2, 4, 4), np.array([[0, 1, 5, 6], [3, 9, 10, 40]])],
+                   {"causal": False, "mask": mask})
+        yield Case("T=1", f, b, [_n(rng, 1, 2, 1, 2), _n(rng, 1, 2, 1, 2), _n(rng, 1, 2, 1, 2), np.array([4])], {})
 
 
 def _cases_additive_attention(rng):
@@ -196,8 +209,6 @@ def check_case(case: Case, tol=DEFAULT_TOL):
 def _on_backend(case: Case, module) -> Case | None:
     """The same case run through ``module``'s kernels, or None when the backend lacks this op."""
     name = case.forward.__name__
-    if name == "scaled_dot_product_attention_forward" and case.inputs[1].shape[1] != case.inputs[0].shape[1]:
-        return None     # grouped-query heads: the attention kernels take k and v with q's head count
     forward = getattr(module, name, None)
     backward = getattr(module, name.removesuffix("_forward") + "_backward", None)
     if forward is None or backward is None:

@@ -26,6 +26,7 @@ from npllm.layers.positional import sinusoidal_positions
 from npllm.layers.rms_norm import rms_norm_backward, rms_norm_forward
 from npllm.layers.rnn import init_rnn, rnn_backward, rnn_forward, rnn_step_backward, rnn_step_forward
 from npllm.layers.rope import rope_backward, rope_forward
+from npllm.layers.rope_attention import rope_attention_backward, rope_attention_forward
 from npllm.layers.softmax import (log_softmax, log_softmax_backward, log_softmax_forward, softmax,
                                   softmax_backward, softmax_forward)
 from npllm.layers.swiglu import swiglu_backward, swiglu_forward, swiglu_mlp_backward, swiglu_mlp_forward
@@ -42,4 +43,4 @@ def matmul(a, b):
 OPS = ("linear", "embedding", "tanh", "sigmoid", "relu", "gelu", "softmax", "log_softmax", "cross_entropy",
        "layer_norm", "dropout", "rnn_step", "rnn", "lstm_step", "lstm", "gru_step", "gru",
        "scaled_dot_product_attention", "multi_head_attention", "additive_attention", "mlp",
-       "rms_norm", "silu", "swiglu", "swiglu_mlp", "rope")
+       "rms_norm", "silu", "swiglu", "swiglu_mlp", "rope", "rope_attention")

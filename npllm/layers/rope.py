@@ -36,12 +36,13 @@ class RopeCache(NamedTuple):
     shape: tuple        # (B, NH, T, HS) of x
 
 
-def check_rope_inputs(x, positions, theta, interleaved) -> None:
-    """Validate x (B, NH, T, HS) with HS even, integer positions (T,) or (B, T), theta > 0, a bool."""
-    check_float("x", x, 4, "(B, NH, T, HS)")
+def check_rope_inputs(x, positions, theta, interleaved, name="x") -> None:
+    """Validate x (B, NH, T, HS) with HS even, integer positions (T,) or (B, T), theta > 0, a bool
+    (``name``: what errors call x; rope_attention checks q and k with this)."""
+    check_float(name, x, 4, "(B, NH, T, HS)")
     B, NH, T, HS = x.shape
     if HS % 2:
-        raise ValueError(f"x's last dimension (HS) must be even to form rotation pairs, got {HS} in shape {x.shape}")
+        raise ValueError(f"{name}'s last dimension (HS) must be even to form rotation pairs, got {HS} in shape {x.shape}")
     if not isinstance(positions, np.ndarray):
         raise TypeError(f"positions must be a numpy.ndarray of integers, got {type(positions).__name__}")
     if not np.issubdtype(positions.dtype, np.integer):

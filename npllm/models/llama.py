@@ -15,9 +15,10 @@ size, I = intermediate_size.  ``params`` is one flat dict named as ``LlamaForCau
 with matrices in npllm's (in, out) layout (nn.Linear's transposed): q_proj (C, NH·HS), k_proj and
 v_proj (C, NKV·HS), o_proj (C, C), gate_proj and up_proj (C, I), down_proj (I, C), lm_head (C, V);
 the embedding stays (V, C).  ``forward`` returns logits and a cache, ``backward`` walks the chain in
-reverse; nothing is kept on ``self``.  Hot ops go through :data:`npllm.backend.ops`; attention with
-n_kv_head < n_head always runs the NumPy reference, since the backends' attention kernels take k and v
-with q's head count.
+reverse; nothing is kept on ``self``.  Hot ops go through :data:`npllm.backend.ops`.  In training
+(no key/value cache) a block calls ``rope_attention`` where the backend provides it, which on numba
+rotates q and k inside the flash loops instead of making rotated copies; otherwise, and when decoding
+with a cache (whose keys are stored already rotated), it calls ``rope`` then the attention.
 """
 from __future__ import annotations
 
@@ -26,8 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npllm import layers as L
-from npllm.backend import ops
+from npllm.backend import ops, provides
 from npllm.layers.attention import merge_heads, split_heads
 from npllm.models import llama_io
 from npllm.models._common import check_token_ids
@@ -74,7 +74,7 @@ class LlamaBlockCache(NamedTuple):
     q_proj: object
     k_proj: object
     v_proj: object
-    q_rope: object
+    q_rope: object          # None when attn is a rope_attention cache (RoPE fused into the attention)
     k_rope: object
     attn: object
     o_proj: object
@@ -212,13 +212,16 @@ class Llama:
                                                  params.get(p + f"self_attn.{name}.bias"))
             projections.append((split_heads(out, heads), proj_cache))               # (B, heads, T, HS)
         (q, q_proj), (k, k_proj), (v, v_proj) = projections
-        q, q_rope = ops.rope_forward(q, positions, config.rope_theta)
-        k, k_rope = ops.rope_forward(k, positions, config.rope_theta)
-        if kv_cache is not None:
-            k, v = kv_cache.extend(i, k, v)                                          # (B, NKV, start+T, HS)
-        # Backends' attention kernels take k, v with q's head count; grouped queries use the reference.
-        attention = ops.scaled_dot_product_attention_forward if NKV == NH else L.scaled_dot_product_attention_forward
-        y, attn = attention(q, k, v, causal=True)                                   # (B, NH, T, HS)
+        if kv_cache is None and provides("rope_attention_forward"):
+            # RoPE fused into the attention: dq, dk come back with respect to the unrotated q, k.
+            y, attn = ops.rope_attention_forward(q, k, v, positions, config.rope_theta, causal=True)
+            q_rope = k_rope = None
+        else:
+            q, q_rope = ops.rope_forward(q, positions, config.rope_theta)
+            k, k_rope = ops.rope_forward(k, positions, config.rope_theta)
+            if kv_cache is not None:
+                k, v = kv_cache.extend(i, k, v)                                      # (B, NKV, start+T, HS)
+            y, attn = ops.scaled_dot_product_attention_forward(q, k, v, causal=True)   # (B, NH, T, HS)
         y, o_proj = ops.linear_forward(merge_heads(y), params[p + "self_attn.o_proj.weight"], None)   # (B, T, C)
         x = x + y
         h, post_attention_layernorm = ops.rms_norm_forward(x, params[p + "post_attention_layernorm.weight"],
@@ -259,9 +262,12 @@ class Llama:
         # Attention branch: x_mid = x_in + o_proj(attention(rope(q), rope(k), v)), h = input_layernorm(x_in).
         dy, grads[p + "self_attn.o_proj.weight"], _ = ops.linear_backward(dx, cache.o_proj)
         dy = split_heads(dy, self.config.n_head)                                       # (B, NH, T, HS)
-        dq, dk, dv = ops.scaled_dot_product_attention_backward(dy, cache.attn)          # dk, dv (B, NKV, T, HS)
-        dq = ops.rope_backward(dq, cache.q_rope)
-        dk = ops.rope_backward(dk, cache.k_rope)
+        if cache.q_rope is None:                                                        # rope_attention
+            dq, dk, dv = ops.rope_attention_backward(dy, cache.attn)                    # dk, dv (B, NKV, T, HS)
+        else:
+            dq, dk, dv = ops.scaled_dot_product_attention_backward(dy, cache.attn)
+            dq = ops.rope_backward(dq, cache.q_rope)
+            dk = ops.rope_backward(dk, cache.k_rope)
         dh = None
         for name, grad, proj_cache in (("v_proj", dv, cache.v_proj), ("k_proj", dk, cache.k_proj),
                                        ("q_proj", dq, cache.q_proj)):

@@ -19,3 +19,7 @@ from npllm_kernels.cpu.attention import (multi_head_attention_backward,
                                          multi_head_attention_forward, scaled_dot_product_attention_backward,
                                          scaled_dot_product_attention_forward)
 from npllm_kernels.cpu.optim import adamw_update
+from npllm_kernels.cpu.rms_norm import rms_norm_backward, rms_norm_forward
+from npllm_kernels.cpu.rope_attention import rope_attention_backward, rope_attention_forward
+from npllm_kernels.cpu.swiglu import (silu_backward, silu_forward, swiglu_backward, swiglu_forward,
+                                      swiglu_mlp_backward, swiglu_mlp_forward)

@@ -9,6 +9,15 @@ multi-head attention passes its (B, T, 3C) q|k|v projection three times with off
 writes dq|dk|dv into one (B, T, 3C) gradient the same way. The loops copy each tile they multiply into per-worker scratch
 (``np.dot`` wants contiguous operands; a tile is a few KiB, copied once per use).
 
+Grouped-query heads (k and v with Hkv = H / group heads): query head bh (of all B·H) reads kv head
+bh // group (of all B·Hkv), found in k3/v3 with ``kv_heads`` heads per row. The backward runs one work
+item per kv head and sweeps the group's query heads inside it, so each dK/dV row is the sum over its
+group, written by one thread (no races, no repeated K/V).
+
+RoPE (``has_rope``): q and k tiles are rotated as they are copied into scratch (``_copy_rotated_rows``,
+cos/sin tables (1 or B, T, d/2) indexed by time), so the products see R(p) q and R(p) k and no rotated
+copy exists; the backward rotates dQ and dK back (by −angle) where they are written.
+
 Causal tiles on the diagonal: each row only exponentiates the keys it may see (``_n_visible``) and
 zeroes the rest, instead of writing −inf there and exponentiating all of them.
 """
@@ -33,6 +42,47 @@ def _copy_head_rows(src, t0, n, col, scale, dst):
         s, out = src[t0 + r, col:col + w], dst[r]
         for c in range(w):
             out[c] = s[c] * scale
+
+
+@njit(**_OPTIONS)
+def _copy_rotated_rows(src, t0, n, col, scale, cos, sin, interleaved, dst):
+    """dst (n, w) = R(p_t) src[t, col : col + w] · scale for t = t0 … t0 + n − 1; cos, sin (T, w/2) of
+    this batch row. Pairs (i, i + w/2) ("rotate half"), or (2i, 2i + 1) when ``interleaved``."""
+    w = dst.shape[1]
+    half = w // 2
+    for r in range(n):
+        s, out = src[t0 + r, col:col + w], dst[r]
+        c_row, s_row = cos[t0 + r], sin[t0 + r]
+        if interleaved:
+            for i in range(half):
+                a, b = s[2 * i], s[2 * i + 1]
+                out[2 * i] = (a * c_row[i] - b * s_row[i]) * scale
+                out[2 * i + 1] = (a * s_row[i] + b * c_row[i]) * scale
+        else:
+            for i in range(half):
+                a, b = s[i], s[half + i]
+                out[i] = (a * c_row[i] - b * s_row[i]) * scale
+                out[half + i] = (b * c_row[i] + a * s_row[i]) * scale
+
+
+@njit(**_OPTIONS)
+def _unrotate_rows(dst, t0, n, col, w, cos, sin, interleaved):
+    """dst[t, col : col + w] = R(p_t)ᵀ dst[t, col : col + w] in place (the rotation by −angle: a gradient
+    with respect to rotated values becomes one with respect to the unrotated ones)."""
+    half = w // 2
+    for r in range(n):
+        out = dst[t0 + r, col:col + w]
+        c_row, s_row = cos[t0 + r], sin[t0 + r]
+        if interleaved:
+            for i in range(half):
+                a, b = out[2 * i], out[2 * i + 1]
+                out[2 * i] = a * c_row[i] + b * s_row[i]
+                out[2 * i + 1] = b * c_row[i] - a * s_row[i]
+        else:
+            for i in range(half):
+                a, b = out[i], out[half + i]
+                out[i] = a * c_row[i] + b * s_row[i]
+                out[half + i] = b * c_row[i] - a * s_row[i]
 
 
 @njit(**_OPTIONS)
@@ -89,9 +139,10 @@ def _n_visible(causal, i, j0, cols, offset):
 
 
 @njit(parallel=True, **_OPTIONS)
-def forward_kernel(q3, q_off, k3, k_off, v3, v_off, n_head, d, dv, scale, mask, mstr, mask_heads, has_mask, causal,
-                   o3, o_off, lse, scratch):
-    """Writes o3's head blocks (B, Tq, ·) and lse (B·H, Tq); scratch is (workers, forward_scratch_size)."""
+def forward_kernel(q3, q_off, k3, k_off, v3, v_off, n_head, kv_heads, group, d, dv, scale, mask, mstr, mask_heads,
+                   has_mask, causal, rope_cos, rope_sin, interleaved, has_rope, o3, o_off, lse, scratch):
+    """Writes o3's head blocks (B, Tq, ·) and lse (B·H, Tq); scratch is (workers, forward_scratch_size).
+    q3, o3 hold ``n_head`` heads per row, k3, v3 ``kv_heads``; query head bh reads kv head bh // group."""
     B, Tq, Tk = q3.shape[0], q3.shape[1], k3.shape[1]
     offset = Tk - Tq                                    # causal: query i sees keys j ≤ i + offset
     n_workers = scratch.shape[0]
@@ -109,9 +160,16 @@ def forward_kernel(q3, q_off, k3, k_off, v3, v_off, n_head, d, dv, scale, mask, 
         for item in range(worker, B * n_head * n_q_tiles, n_workers):
             bh, i0 = item // n_q_tiles, (item % n_q_tiles) * BLOCK_Q
             b, h = bh // n_head, bh % n_head
+            bkv = bh // group                                   # the kv head this query head reads
+            kb, kh = bkv // kv_heads, bkv % kv_heads
+            pb = bh // mask_heads if rope_cos.shape[0] > 1 else 0   # row of the RoPE tables
             rows = min(BLOCK_Q, Tq - i0)
             q_tile = q_buf[:rows * d].reshape((rows, d))
-            _copy_head_rows(q3[b], i0, rows, q_off + h * d, scale, q_tile)   # fold 1/√d into Q once
+            if has_rope:                                        # R(p) q · 1/√d
+                _copy_rotated_rows(q3[b], i0, rows, q_off + h * d, scale, rope_cos[pb], rope_sin[pb],
+                                   interleaved, q_tile)
+            else:
+                _copy_head_rows(q3[b], i0, rows, q_off + h * d, scale, q_tile)   # fold 1/√d into Q once
             acc = acc_buf[:rows * dv].reshape((rows, dv))
             m[:] = -np.inf
             l[:] = 0
@@ -123,8 +181,12 @@ def forward_kernel(q3, q_off, k3, k_off, v3, v_off, n_head, d, dv, scale, mask, 
             for j0 in range(0, max(key_stop, 0), BLOCK_K):
                 cols = min(BLOCK_K, key_stop - j0)
                 k_tile, v_tile = k_buf[:cols * d].reshape((cols, d)), v_buf[:cols * dv].reshape((cols, dv))
-                _copy_head_rows(k3[b], j0, cols, k_off + h * d, one, k_tile)
-                _copy_head_rows(v3[b], j0, cols, v_off + h * dv, one, v_tile)
+                if has_rope:
+                    _copy_rotated_rows(k3[kb], j0, cols, k_off + kh * d, one, rope_cos[pb], rope_sin[pb],
+                                       interleaved, k_tile)
+                else:
+                    _copy_head_rows(k3[kb], j0, cols, k_off + kh * d, one, k_tile)
+                _copy_head_rows(v3[kb], j0, cols, v_off + kh * dv, one, v_tile)
                 s = s_buf[:rows * cols].reshape((rows, cols))
                 np.dot(q_tile, k_tile.T, s)                             # scores (rows, cols), BLAS
                 if has_mask:
@@ -173,113 +235,143 @@ def forward_scratch_size(d, dv):
     return (BLOCK_Q + BLOCK_K) * (d + dv) + BLOCK_Q * BLOCK_K + BLOCK_Q * dv + 2 * BLOCK_Q
 
 
-def backward_scratch_size(Tq, d, dv):
-    """Scratch elements one backward worker needs: Q and dO strips, P and dS strips, tiles, D."""
-    return Tq * (d + dv + 2 * BLOCK_K + 1) + 2 * BLOCK_K * (d + dv) + BLOCK_Q * d
+def backward_scratch_size(Tq, d, dv, group=1):
+    """Scratch elements one backward worker needs: the group's Q, dO and D, P and dS strips, tiles."""
+    return group * Tq * (d + dv + 1) + 2 * Tq * BLOCK_K + 2 * BLOCK_K * (d + dv) + BLOCK_Q * d
 
 
 @njit(parallel=True, **_OPTIONS)
-def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse, n_head, d, dv, scale,
-                    mask, mstr, mask_heads, has_mask, causal, dq3, dq_off, dk3, dk_off, dv3, dv_off, dq_parts, scratch):
+def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse, n_head, kv_heads, group, d, dv,
+                    scale, mask, mstr, mask_heads, has_mask, causal, rope_cos, rope_sin, interleaved, has_rope,
+                    dq3, dq_off, dk3, dk_off, dv3, dv_off, dq_parts, scratch):
     """Writes the head blocks of dq3 (B, Tq, ·), dk3 and dv3 (B, Tk, ·).
 
-    One work item per batch·head (dq written in place) when dq_parts has no rows; otherwise one per
-    (batch·head, key tile), each worker summing dq into its own dq_parts[worker] (B·H, Tq, d), and
-    the parts are added into dq3 at the end."""
+    One work item per kv head (dq written in place) when dq_parts has no rows; otherwise one per
+    (kv head, key tile), each worker summing dq into its own dq_parts[worker] (B·H, Tq, d), and the
+    parts are added into dq3 at the end. An item sweeps the ``group`` query heads that read its kv head,
+    writing dK and dV for the first and adding the others' to them."""
     B, Tq, Tk = q3.shape[0], q3.shape[1], k3.shape[1]
     BH = B * n_head
+    BKV = BH // group
     offset = Tk - Tq
     n_workers = scratch.shape[0]
     n_k_tiles = (Tk + BLOCK_K - 1) // BLOCK_K
     per_tile = dq_parts.shape[0] > 0
-    n_items = BH * n_k_tiles if per_tile else BH
+    n_items = BKV * n_k_tiles if per_tile else BKV
     one = q3.dtype.type(1.0)
     for worker in prange(n_workers):
         buf = scratch[worker]
-        q_all, do_all = buf[:Tq * d].reshape((Tq, d)), buf[Tq * d:Tq * (d + dv)].reshape((Tq, dv))
-        at = Tq * (d + dv)
+        q_group = buf[:group * Tq * d].reshape((group, Tq, d))
+        at = group * Tq * d
+        do_group = buf[at:at + group * Tq * dv].reshape((group, Tq, dv))
+        at += group * Tq * dv
+        dot_group = buf[at:at + group * Tq].reshape((group, Tq))
+        at += group * Tq
         p_buf, ds_buf = buf[at:at + Tq * BLOCK_K], buf[at + Tq * BLOCK_K:at + 2 * Tq * BLOCK_K]
         at += 2 * Tq * BLOCK_K
-        row_dot = buf[at:at + Tq]
-        at += Tq
         k_buf, v_buf = buf[at:at + BLOCK_K * d], buf[at + BLOCK_K * d:at + BLOCK_K * (d + dv)]
         at += BLOCK_K * (d + dv)
         dk_buf, dv_buf = buf[at:at + BLOCK_K * d], buf[at + BLOCK_K * d:at + BLOCK_K * (d + dv)]
         at += BLOCK_K * (d + dv)
         tmp_buf = buf[at:at + BLOCK_Q * d]
         for item in range(worker, n_items, n_workers):
-            bh = item // n_k_tiles if per_tile else item
-            b, h = bh // n_head, bh % n_head
+            bkv = item // n_k_tiles if per_tile else item
+            kb, kh = bkv // kv_heads, bkv % kv_heads
+            pb = bkv * group // mask_heads if rope_cos.shape[0] > 1 else 0   # row of the RoPE tables
+            cos, sin = rope_cos[pb], rope_sin[pb]
             first_tile = item % n_k_tiles if per_tile else 0
             last_tile = first_tile + 1 if per_tile else n_k_tiles
-            # This head's Q (scaled by 1/√d, as the forward used it) and dO, and D = rowsum(dO ⊙ O).
-            _copy_head_rows(q3[b], 0, Tq, q_off + h * d, scale, q_all)
-            _copy_head_rows(do3[b], 0, Tq, do_off + h * dv, one, do_all)
-            o_col = o_off + h * dv
-            for i in range(Tq):
-                o_row, do_row = o3[b, i, o_col:o_col + dv], do_all[i]
-                total = q3.dtype.type(0)
-                for c in range(dv):
-                    total += do_row[c] * o_row[c]
-                row_dot[i] = total
-            dq_col = dq_off + h * d
             # One key tile that every query sees (causal with Tk ≥ Tq, or no causal mask): each dq row
             # gets exactly one contribution, so it is written, not zeroed and then accumulated.
             dq_direct = not per_tile and n_k_tiles == 1 and (not causal or offset >= 0)
-            if not per_tile and not dq_direct:
+            for g in range(group):
+                bh = bkv * group + g
+                b, h = bh // n_head, bh % n_head
+                q_all, do_all, row_dot = q_group[g], do_group[g], dot_group[g]
+                # This head's Q (rotated, and scaled by 1/√d, as the forward used it), dO, D = rowsum(dO ⊙ O).
+                if has_rope:
+                    _copy_rotated_rows(q3[b], 0, Tq, q_off + h * d, scale, cos, sin, interleaved, q_all)
+                else:
+                    _copy_head_rows(q3[b], 0, Tq, q_off + h * d, scale, q_all)
+                _copy_head_rows(do3[b], 0, Tq, do_off + h * dv, one, do_all)
+                o_col = o_off + h * dv
                 for i in range(Tq):
-                    dq3[b, i, dq_col:dq_col + d] = 0
+                    o_row, do_row = o3[b, i, o_col:o_col + dv], do_all[i]
+                    total = q3.dtype.type(0)
+                    for c in range(dv):
+                        total += do_row[c] * o_row[c]
+                    row_dot[i] = total
+                if not per_tile and not dq_direct:
+                    dq_col = dq_off + h * d
+                    for i in range(Tq):
+                        dq3[b, i, dq_col:dq_col + d] = 0
+            dk_col, dv_col = dk_off + kh * d, dv_off + kh * dv
             for j0 in range(first_tile * BLOCK_K, min(Tk, last_tile * BLOCK_K), BLOCK_K):
                 cols = min(BLOCK_K, Tk - j0)
-                dk_col, dv_col = dk_off + h * d, dv_off + h * dv
                 # Under causal masking the first query that sees key j0 is i = j0 − offset.
                 i_start = (max(0, j0 - offset) // BLOCK_Q) * BLOCK_Q if causal else 0
                 if i_start >= Tq:                  # no query sees these keys: dK = dV = 0
                     for r in range(cols):
-                        dk3[b, j0 + r, dk_col:dk_col + d] = 0
-                        dv3[b, j0 + r, dv_col:dv_col + dv] = 0
+                        dk3[kb, j0 + r, dk_col:dk_col + d] = 0
+                        dv3[kb, j0 + r, dv_col:dv_col + dv] = 0
                     continue
                 k_tile, v_tile = k_buf[:cols * d].reshape((cols, d)), v_buf[:cols * dv].reshape((cols, dv))
-                _copy_head_rows(k3[b], j0, cols, k_off + h * d, one, k_tile)
-                _copy_head_rows(v3[b], j0, cols, v_off + h * dv, one, v_tile)
-                # P and dS for this key tile and every query that sees it: a (Tq − i_start) × cols
-                # column strip, O(T) memory, so dV and dK come out of one product each at the end.
-                p_strip = p_buf[:(Tq - i_start) * cols].reshape((Tq - i_start, cols))
-                ds_strip = ds_buf[:(Tq - i_start) * cols].reshape((Tq - i_start, cols))
-                for i0 in range(i_start, Tq, BLOCK_Q):
-                    rows = min(BLOCK_Q, Tq - i0)
-                    p = p_strip[i0 - i_start:i0 - i_start + rows]
-                    ds = ds_strip[i0 - i_start:i0 - i_start + rows]
-                    np.dot(q_all[i0:i0 + rows], k_tile.T, p)                    # scores S
-                    np.dot(do_all[i0:i0 + rows], v_tile.T, ds)                  # dP = dO Vᵀ
-                    if has_mask:
-                        _apply_mask(p, bh, mask_heads, i0, j0, mask, mstr)
-                    for r in range(rows):               # P = exp(S − L), dS = P ⊙ (dP − D), one pass
-                        p_row, ds_row = p[r], ds[r]
-                        row_lse, row_d = lse[bh, i0 + r], row_dot[i0 + r]
-                        seen = _n_visible(causal, i0 + r, j0, cols, offset)
-                        if row_lse == -np.inf:                                  # fully masked query
-                            seen = 0
-                        p_visible, ds_visible = p_row[:seen], ds_row[:seen]
-                        for c in range(seen):
-                            prob = fast_exp(p_visible[c] - row_lse)
-                            p_visible[c] = prob
-                            ds_visible[c] = prob * (ds_visible[c] - row_d)
-                        p_row[seen:] = 0
-                        ds_row[seen:] = 0
-                    tmp_q = tmp_buf[:rows * d].reshape((rows, d))
-                    np.dot(ds, k_tile, tmp_q)                                   # dQ += dS K / √d
-                    # (Two loops rather than one over ``a if per_tile else b``: that expression has a
-                    # layout-generic type, and the loop over it was several times slower.)
-                    if per_tile:
-                        _put_scaled_rows(tmp_q, scale, dq_parts[worker, bh], i0, 0, True)
-                    else:                               # the only key tile: written, no zeroing first
-                        _put_scaled_rows(tmp_q, scale, dq3[b], i0, dq_col, not dq_direct)
+                if has_rope:
+                    _copy_rotated_rows(k3[kb], j0, cols, k_off + kh * d, one, cos, sin, interleaved, k_tile)
+                else:
+                    _copy_head_rows(k3[kb], j0, cols, k_off + kh * d, one, k_tile)
+                _copy_head_rows(v3[kb], j0, cols, v_off + kh * dv, one, v_tile)
                 dv_tile, dk_tile = dv_buf[:cols * dv].reshape((cols, dv)), dk_buf[:cols * d].reshape((cols, d))
-                np.dot(p_strip.T, do_all[i_start:Tq], dv_tile)                  # dV = Pᵀ dO
-                np.dot(ds_strip.T, q_all[i_start:Tq], dk_tile)                  # dK = dSᵀ Q / √d
-                _put_scaled_rows(dv_tile, one, dv3[b], j0, dv_col, False)
-                _put_scaled_rows(dk_tile, one, dk3[b], j0, dk_col, False)
+                for g in range(group):
+                    bh = bkv * group + g
+                    b, h = bh // n_head, bh % n_head
+                    q_all, do_all, row_dot = q_group[g], do_group[g], dot_group[g]
+                    dq_col = dq_off + h * d
+                    # P and dS for this key tile and every query that sees it: a (Tq − i_start) × cols
+                    # column strip, O(T) memory, so dV and dK come out of one product each at the end.
+                    p_strip = p_buf[:(Tq - i_start) * cols].reshape((Tq - i_start, cols))
+                    ds_strip = ds_buf[:(Tq - i_start) * cols].reshape((Tq - i_start, cols))
+                    for i0 in range(i_start, Tq, BLOCK_Q):
+                        rows = min(BLOCK_Q, Tq - i0)
+                        p = p_strip[i0 - i_start:i0 - i_start + rows]
+                        ds = ds_strip[i0 - i_start:i0 - i_start + rows]
+                        np.dot(q_all[i0:i0 + rows], k_tile.T, p)                    # scores S
+                        np.dot(do_all[i0:i0 + rows], v_tile.T, ds)                  # dP = dO Vᵀ
+                        if has_mask:
+                            _apply_mask(p, bh, mask_heads, i0, j0, mask, mstr)
+                        for r in range(rows):               # P = exp(S − L), dS = P ⊙ (dP − D), one pass
+                            p_row, ds_row = p[r], ds[r]
+                            row_lse, row_d = lse[bh, i0 + r], row_dot[i0 + r]
+                            seen = _n_visible(causal, i0 + r, j0, cols, offset)
+                            if row_lse == -np.inf:                                  # fully masked query
+                                seen = 0
+                            p_visible, ds_visible = p_row[:seen], ds_row[:seen]
+                            for c in range(seen):
+                                prob = fast_exp(p_visible[c] - row_lse)
+                                p_visible[c] = prob
+                                ds_visible[c] = prob * (ds_visible[c] - row_d)
+                            p_row[seen:] = 0
+                            ds_row[seen:] = 0
+                        tmp_q = tmp_buf[:rows * d].reshape((rows, d))
+                        np.dot(ds, k_tile, tmp_q)                                   # dQ += dS K / √d
+                        # (Two loops rather than one over ``a if per_tile else b``: that expression has a
+                        # layout-generic type, and the loop over it was several times slower.)
+                        if per_tile:
+                            _put_scaled_rows(tmp_q, scale, dq_parts[worker, bh], i0, 0, True)
+                        else:                               # the only key tile: written, no zeroing first
+                            _put_scaled_rows(tmp_q, scale, dq3[b], i0, dq_col, not dq_direct)
+                    # dV = Σ_g P_gᵀ dO_g and dK = Σ_g dS_gᵀ Q_g / √d over the group's query heads.
+                    np.dot(p_strip.T, do_all[i_start:Tq], dv_tile)
+                    np.dot(ds_strip.T, q_all[i_start:Tq], dk_tile)
+                    _put_scaled_rows(dv_tile, one, dv3[kb], j0, dv_col, g > 0)
+                    _put_scaled_rows(dk_tile, one, dk3[kb], j0, dk_col, g > 0)
+                if has_rope:                        # dK with respect to k, not R(p) k
+                    _unrotate_rows(dk3[kb], j0, cols, dk_col, d, cos, sin, interleaved)
+            if has_rope and not per_tile:           # this item's dQ rows are complete: rotate them back
+                for g in range(group):
+                    bh = bkv * group + g
+                    b, h = bh // n_head, bh % n_head
+                    _unrotate_rows(dq3[b], 0, Tq, dq_off + h * d, d, cos, sin, interleaved)
     if per_tile:                                    # add the workers' dq parts (in worker order)
         for bh in range(BH):
             b, h = bh // n_head, bh % n_head
@@ -291,3 +383,6 @@ def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse
                     src = dq_parts[w, bh, i]
                     for c in range(d):
                         dst[c] += src[c]
+            if has_rope:
+                pb = bh // mask_heads if rope_cos.shape[0] > 1 else 0
+                _unrotate_rows(dq3[b], 0, Tq, dq_col, d, rope_cos[pb], rope_sin[pb], interleaved)

@@ -38,6 +38,11 @@ parent of the ``split_heads`` views a model passes or a contiguous input seen as
 costs a copy, and the output is returned as the same kind of view (``merge_heads`` of it is free).
 Time and memory against the reference: docs/performance.md, "Flash attention".
 
+Grouped-query attention (k, v with Hkv heads, H a multiple of Hkv) runs in the same loops: query head
+h reads kv head h // (H / Hkv) where it is stored, with no repeated copy of K or V, and the backward
+sums each group's dK and dV inside one work item (``_flash.py``). ``rope_attention.py`` reuses the
+loops with RoPE applied to the q and k tiles as they are loaded.
+
 ``multi_head_attention_forward/backward`` (GPT-2's self-attention) run the q|k|v and output
 projections with the reference's ``linear`` (BLAS) and the flash loops directly on the (B, T, 3C)
 projection: no split, merge or concatenate copies, and dq|dk|dv land in one (B, T, 3C) gradient.
@@ -73,6 +78,16 @@ class FlashAttentionCache(NamedTuple):
     has_mask: bool
     causal: bool
     shape: tuple              # (B, H, Tq, Tk, d, dv)
+    n_kv_head: int            # Hkv, k's and v's heads (H for multi-head attention)
+    kv_per_row: int           # heads per row of k and v: Hkv (rows layout) or 1 (one head per row)
+    rope: object              # RopeTables when q and k are rotated in the loops (rope_attention), else None
+
+
+class RopeTables(NamedTuple):
+    """cos and sin of every position's angles, read by the flash loops to rotate q and k tiles."""
+    cos: np.ndarray           # (1 or B, T, d/2), in q's dtype
+    sin: np.ndarray
+    interleaved: bool
 
 
 class ReferenceAttentionCache(NamedTuple):
@@ -135,20 +150,32 @@ _forward_serial = serial_twin(_flash.forward_kernel, **_flash.COMPILE_FLAGS)
 _backward_serial = serial_twin(_flash.backward_kernel, **_flash.COMPILE_FLAGS)
 
 
-def _attend(q3, k3, v3, offsets, n_head, shape, mask, causal, o3):
-    """Run the forward loops (``n_head`` heads per row of the 3-D arrays); write o3's head blocks;
-    return the cache (the mask already checked)."""
+def _rope_arrays(rope, dtype):
+    """(cos, sin, interleaved, has_rope) for the loops; 1×1×1 placeholders without RoPE."""
+    if rope is None:
+        placeholder = np.zeros((1, 1, 1), dtype=dtype)
+        return placeholder, placeholder, False, False
+    return rope.cos, rope.sin, bool(rope.interleaved), True
+
+
+def _attend(q3, k3, v3, offsets, n_head, shape, mask, causal, o3, n_kv_head=None, kv_per_row=None, rope=None):
+    """Run the forward loops (``n_head`` heads per row of q3 and o3, ``kv_per_row`` of k3 and v3, which hold
+    ``n_kv_head`` heads; default: as q); write o3's head blocks; return the cache (inputs already checked)."""
     B, H, Tq, Tk, d, dv = shape
+    n_kv_head = H if n_kv_head is None else n_kv_head
+    kv_per_row = n_head if kv_per_row is None else kv_per_row
     dtype = q3.dtype
     flat_mask, mask_strides, has_mask = _mask_layout(mask)
     lse = np.empty((B * H, Tq), dtype=dtype)
     scratch = np.empty((numba.get_num_threads(), _flash.forward_scratch_size(d, dv)), dtype=dtype)
     kernel = for_thread_count(_flash.forward_kernel, _forward_serial, B * H * Tq * Tk * d)
+    cos, sin, interleaved, has_rope = _rope_arrays(rope, dtype)
     with single_threaded_blas():
-        kernel(q3, offsets[0], k3, offsets[1], v3, offsets[2], n_head, d, dv, dtype.type(1 / np.sqrt(d)),
-               flat_mask, mask_strides, H, has_mask, bool(causal), o3, 0, lse, scratch)
+        kernel(q3, offsets[0], k3, offsets[1], v3, offsets[2], n_head, kv_per_row, H // n_kv_head, d, dv,
+               dtype.type(1 / np.sqrt(d)), flat_mask, mask_strides, H, has_mask, bool(causal), cos, sin,
+               interleaved, has_rope, o3, 0, lse, scratch)
     return FlashAttentionCache(q3, k3, v3, offsets, n_head, o3, lse, flat_mask, mask_strides, has_mask,
-                               bool(causal), shape)
+                               bool(causal), shape, n_kv_head, kv_per_row, rope)
 
 
 def _attend_backward(cache, do3, dq3, dk3, dv3, grad_offsets):
@@ -156,28 +183,38 @@ def _attend_backward(cache, do3, dq3, dk3, dv3, grad_offsets):
     B, H, Tq, Tk, d, dv = cache.shape
     dtype = cache.q.dtype
     workers = numba.get_num_threads()
-    # Fewer batch·heads than threads: split the keys too, and give each thread its own dQ to sum into.
-    per_tile = B * H < workers
+    group = H // cache.n_kv_head
+    # Fewer kv heads than threads: split the keys too, and give each thread its own dQ to sum into.
+    per_tile = B * cache.n_kv_head < workers
     dq_parts = np.zeros((workers, B * H, Tq, d) if per_tile else (0, 1, 1, d), dtype=dtype)
-    scratch = np.empty((workers, _flash.backward_scratch_size(Tq, d, dv)), dtype=dtype)
+    scratch = np.empty((workers, _flash.backward_scratch_size(Tq, d, dv, group)), dtype=dtype)
     kernel = for_thread_count(_flash.backward_kernel, _backward_serial, B * H * Tq * Tk * d)
     q_off, k_off, v_off = cache.offsets
+    cos, sin, interleaved, has_rope = _rope_arrays(cache.rope, dtype)
     with single_threaded_blas():
-        kernel(cache.q, q_off, cache.k, k_off, cache.v, v_off, cache.out, 0, do3, 0, cache.lse, cache.n_head, d,
-               dv, dtype.type(1 / np.sqrt(d)), cache.mask, cache.mask_strides, H, cache.has_mask, cache.causal,
+        kernel(cache.q, q_off, cache.k, k_off, cache.v, v_off, cache.out, 0, do3, 0, cache.lse, cache.n_head,
+               cache.kv_per_row, group, d, dv, dtype.type(1 / np.sqrt(d)), cache.mask, cache.mask_strides, H,
+               cache.has_mask, cache.causal, cos, sin, interleaved, has_rope,
                dq3, grad_offsets[0], dk3, grad_offsets[1], dv3, grad_offsets[2], dq_parts, scratch)
+
+
+def flash_inputs(cache):
+    """q (B, H, Tq, d), k, v (B, Hkv, Tk, ·) and the mask (or None) of a flash cache, as views."""
+    B, H, Tq, Tk, d, dv = cache.shape
+    q = _heads(cache.q[:, :, cache.offsets[0]:cache.offsets[0] + cache.n_head * d], cache.n_head, H)
+    k, v = (_heads(a[:, :, off:off + cache.kv_per_row * width], cache.kv_per_row, cache.n_kv_head)
+            for a, off, width in zip((cache.k, cache.v), cache.offsets[1:], (d, dv)))
+    mask = None
+    if cache.has_mask:   # the flat mask read through its element strides (bool: 1 byte an element)
+        mask = np.lib.stride_tricks.as_strided(cache.mask, (B, H, Tq, Tk), tuple(cache.mask_strides))
+    return q, k, v, mask
 
 
 def _reference_cache(cache):
     """The reference's AttentionCache for this op's cache (recomputed from a flash cache's inputs)."""
     if isinstance(cache, ReferenceAttentionCache):
         return cache.reference
-    B, H, Tq, Tk, d, dv = cache.shape
-    q, k, v = (_heads(a[:, :, off:off + cache.n_head * width], cache.n_head, H)
-               for a, off, width in zip((cache.q, cache.k, cache.v), cache.offsets, (d, d, dv)))
-    mask = None
-    if cache.has_mask:   # the flat mask read through its element strides (bool: 1 byte an element)
-        mask = np.lib.stride_tricks.as_strided(cache.mask, (B, H, Tq, Tk), tuple(cache.mask_strides))
+    q, k, v, mask = flash_inputs(cache)
     return reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=cache.causal)[1]
 
 
@@ -186,40 +223,56 @@ def _check_causal(causal):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
 
 
-def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
-    """softmax(q kᵀ/√d) v.  q (B, H, Tq, d), k (B, H, Tk, d), v (B, H, Tk, dv) → out (B, H, Tq, dv), cache."""
-    # The reference's checks, in its order; causal=False there so it builds no (Tq, Tk) causal mask.
-    check_attention_inputs(q, k, v, None, False)
-    _check_causal(causal)
-    check_attention_inputs(q, k, v, mask, False)
-    if not all_finite(q, k, v):          # the reference's NaN pattern (see the module docstring)
-        out, cache = reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=causal)
-        return out, ReferenceAttentionCache(cache)
+def attend_heads(q, k, v, mask, causal, rope=None):
+    """The flash forward on checked, finite (B, H, Tq, d), (B, Hkv, Tk, ·) inputs → out, FlashAttentionCache."""
     B, H, Tq, d = q.shape
-    Tk, dv = k.shape[2], v.shape[3]
+    Hkv, Tk, dv = k.shape[1], k.shape[2], v.shape[3]
     q3, n_head = _layout(q)
-    k3, v3 = _in_layout(k, n_head), _in_layout(v, n_head)
+    kv_per_row = 1 if n_head == 1 else Hkv
+    k3, v3 = _in_layout(k, kv_per_row), _in_layout(v, kv_per_row)
     o3 = np.empty((B, Tq, H * dv) if n_head > 1 else (B * H, Tq, dv), dtype=q.dtype)
-    cache = _attend(q3, k3, v3, (0, 0, 0), n_head, (B, H, Tq, Tk, d, dv), mask, causal, o3)
+    cache = _attend(q3, k3, v3, (0, 0, 0), n_head, (B, H, Tq, Tk, d, dv), mask, causal, o3, Hkv, kv_per_row, rope)
     return _heads(o3, n_head, H), cache
 
 
+def attend_heads_backward(dout, cache):
+    """The flash backward of a FlashAttentionCache on a finite dout (B, H, Tq, dv) → dq, dk, dv."""
+    B, H, Tq, Tk, d, dv = cache.shape
+    dtype = cache.q.dtype
+    rows, kv_rows = (B, B) if cache.n_head > 1 else (B * H, B * cache.n_kv_head)   # rows of each layout
+    dq3 = np.empty((rows, Tq, cache.n_head * d), dtype=dtype)
+    dk3 = np.empty((kv_rows, Tk, cache.kv_per_row * d), dtype=dtype)
+    dv3 = np.empty((kv_rows, Tk, cache.kv_per_row * dv), dtype=dtype)
+    _attend_backward(cache, _in_layout(dout, cache.n_head), dq3, dk3, dv3, (0, 0, 0))
+    return (_heads(dq3, cache.n_head, H), _heads(dk3, cache.kv_per_row, cache.n_kv_head),
+            _heads(dv3, cache.kv_per_row, cache.n_kv_head))
+
+
+def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
+    """softmax(q kᵀ/√d) v.  q (B, H, Tq, d), k (B, Hkv, Tk, d), v (B, Hkv, Tk, dv) with H % Hkv == 0
+    → out (B, H, Tq, dv), cache."""
+    # The reference's checks, in its order; causal=False there so it builds no (Tq, Tk) causal mask.
+    check_attention_inputs(q, k, v, None, False, grouped=True)
+    _check_causal(causal)
+    check_attention_inputs(q, k, v, mask, False, grouped=True)
+    if not all_finite(q, k, v):          # the reference's NaN pattern (see the module docstring)
+        out, cache = reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=causal)
+        return out, ReferenceAttentionCache(cache)
+    return attend_heads(q, k, v, mask, causal)
+
+
 def scaled_dot_product_attention_backward(dout, cache):
-    """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, H, Tk, d), dv (B, H, Tk, dv)."""
+    """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, Hkv, Tk, d), dv (B, Hkv, Tk, dv)."""
     if isinstance(cache, ReferenceAttentionCache):          # the forward's inputs were not finite
         return reference.scaled_dot_product_attention_backward(dout, cache.reference)
     check_cache("cache", cache, FlashAttentionCache)
-    B, H, Tq, Tk, d, dv = cache.shape
-    dtype = cache.q.dtype
-    dout = upstream("dout", dout, _heads(cache.out, cache.n_head, H))
+    if cache.rope is not None:
+        raise TypeError("cache must be the FlashAttentionCache of scaled_dot_product_attention_forward, "
+                        "got one of rope_attention_forward")
+    dout = upstream("dout", dout, _heads(cache.out, cache.n_head, cache.shape[1]))
     if not all_finite(dout):
         return reference.scaled_dot_product_attention_backward(dout, _reference_cache(cache))
-    lead = (B, H) if cache.n_head > 1 else (B * H, 1)            # (rows of the layout, heads per row)
-    dq3 = np.empty((lead[0], Tq, lead[1] * d), dtype=dtype)
-    dk3 = np.empty((lead[0], Tk, lead[1] * d), dtype=dtype)
-    dv3 = np.empty((lead[0], Tk, lead[1] * dv), dtype=dtype)
-    _attend_backward(cache, _in_layout(dout, cache.n_head), dq3, dk3, dv3, (0, 0, 0))
-    return tuple(_heads(g, cache.n_head, H) for g in (dq3, dk3, dv3))
+    return attend_heads_backward(dout, cache)
 
 
 def multi_head_attention_forward(x, W_qkv, b_qkv, W_out, b_out, n_head, causal=False, mask=None):
