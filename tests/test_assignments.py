@@ -144,11 +144,12 @@ def test_readme_and_notebook_show_the_expected_values_of_the_first_input(built):
     assert shown in "".join("".join(cell["source"]) for cell in notebook["cells"])
 
 
-def test_notebook_code_cells_run_on_the_solution_and_print_the_expected_values(built, capsys, monkeypatch):
-    directory = built["attention"]["solution"]
+@pytest.mark.parametrize("name", ["attention", "llama"])
+def test_notebook_code_cells_run_on_the_solution_and_print_the_expected_values(built, capsys, monkeypatch, name):
+    directory = built[name]["solution"]
     monkeypatch.chdir(directory)
     monkeypatch.syspath_prepend(str(directory))
-    notebook = json.loads((directory / "attention.ipynb").read_text())
+    notebook = json.loads((directory / f"{name}.ipynb").read_text())
     namespace = {}
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":   # IPython magics and shell escapes are not Python
@@ -159,7 +160,7 @@ def test_notebook_code_cells_run_on_the_solution_and_print_the_expected_values(b
     for block in readme.split("```")[1::2]:           # every expected-output block appears in the output
         assert block.strip() in printed
     assert "FAIL" not in printed
-    sys.modules.pop("attention_layers", None)
+    sys.modules.pop(ASSIGNMENTS[name].module, None)
 
 
 def test_notebook_is_valid_nbformat(built):
@@ -250,6 +251,52 @@ def test_masking_after_the_softmax_loses_the_mask_parts_only(built, tmp_path):
     report = grade("attention", directory)
     assert [p.score for p in report.parts] == [2, 0, 4, 0]
     assert "out differs from the expected values" in report.parts[1].lines[0]
+
+
+def llama_with(built, tmp_path, old, new):
+    """A copy of the llama solution with one line of it replaced."""
+    directory = copy_of(built["llama"]["solution"], tmp_path)
+    module = directory / "llama_layers.py"
+    assert old in module.read_text()
+    module.write_text(module.read_text().replace(old, new))
+    return directory
+
+
+def test_rope_with_interleaved_pairs_loses_the_forward_parts_and_the_gradient_check_of_the_backward(built,
+                                                                                                   tmp_path):
+    directory = llama_with(built, tmp_path,
+                           "    a, b = x[..., :half], x[..., half:]\n"
+                           "    y = np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)\n",
+                           "    a, b = x[..., 0::2], x[..., 1::2]\n"
+                           "    y = np.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(x.shape)\n")
+    report = grade("llama", directory)
+    assert [p.score for p in report.parts] == [0, 0, 2, 4, 4], str(report)
+    assert "y differs from the expected values" in report.parts[0].lines[1]
+    # the backward's own values are right (it only needs cos and sin), but its check waits for the forward
+    assert "gradient check (1 pt): not counted until rope_forward is right" in report.parts[2].lines[1]
+
+
+def test_rope_backward_by_plus_the_angle_fails_its_gradient_check_with_the_reason(built, tmp_path):
+    directory = llama_with(built, tmp_path, "[da * cos + db * sin, db * cos - da * sin]",
+                           "[da * cos - db * sin, db * cos + da * sin]")
+    part = grade("llama", directory, [3]).parts[0]
+    assert part.score == 0
+    assert "relative error dx" in part.lines[1] and "dx differs from the expected values" in part.lines[1]
+
+
+def test_rms_norm_backward_with_layer_norms_mean_term_fails_on_dx_only(built, tmp_path):
+    directory = llama_with(built, tmp_path, "dx = (g - xhat", "dx = (g - g.mean(axis=-1, keepdims=True) - xhat")
+    part = grade("llama", directory, [4]).parts[0]
+    assert part.score == 0
+    assert "relative error dx" in part.lines[1] and "dweight" not in part.lines[1].split("values")[0]
+    assert "dx differs from the expected values" in part.lines[1]
+
+
+def test_rope_positions_per_batch_row_without_a_head_axis_lose_the_offsets_cases_only(built, tmp_path):
+    directory = llama_with(built, tmp_path, "    if positions.ndim == 2:\n        angles = angles[:, None]", "")
+    report = grade("llama", directory, [1, 2, 3])
+    assert [p.score for p in report.parts] == [2, 0, 2], str(report)   # rope_backward's case 2 has (B, T)
+    assert "y has shape (3, 3, 5, 4), expected (3, 1, 5, 4)" in report.parts[1].lines[2]
 
 
 def test_an_in_place_update_and_a_syntax_error_are_reported_readably(built, tmp_path):

@@ -230,6 +230,55 @@ GPT = Assignment(
     provided=("tiny_gpt.py",),
 )
 
+def _rope_inputs(rng, case):
+    """Positions 0..T-1 shared by the batch; the second case has another head size and theta."""
+    B, NH, T, HS, theta = ((2, 2, 5, 8, 10000.0), (1, 3, 4, 6, 100.0))[case]
+    return [_normal(rng, B, NH, T, HS), np.arange(T)], {"theta": theta}
+
+
+def _rope_offset_inputs(rng, case):
+    """One row of positions per batch element, as a KV cache (an offset) or packed sequences (gaps) give."""
+    B, NH, T, HS, theta = ((2, 2, 4, 6, 10000.0), (3, 1, 5, 4, 500.0))[case]
+    offsets = rng.integers(1, 40, (B, 1))
+    positions = offsets + np.cumsum(rng.integers(1, 3, (B, T)), axis=1) - 1       # increasing, some gaps
+    return [_normal(rng, B, NH, T, HS), positions], {"theta": theta}
+
+
+def _rope_backward_inputs(rng, case):
+    return (_rope_inputs, _rope_offset_inputs)[case](rng, case)
+
+
+def _rms_norm_inputs(rng, case):
+    shape = ((2, 3, 5), (4, 6))[case]
+    C = shape[-1]
+    return [_normal(rng, *shape, scale=2.0) + 1.0, 1.0 + _normal(rng, C, scale=0.1)], {"eps": 1e-5}
+
+
+def _swiglu_inputs(rng, case):
+    shape = ((2, 3, 5), (4, 7))[case]
+    return [_normal(rng, *shape, scale=2.0), _normal(rng, *shape)], {}
+
+
+LLAMA = Assignment(
+    name="llama",
+    title="A Llama block's new ops: RoPE forward and backward, RMSNorm and SwiGLU backward",
+    module="llama_layers",
+    parts=(
+        Part("rope_forward", "rotate-half RoPE at positions 0..T-1", _rope_inputs, ("y",), 2),
+        Part("rope_forward", "positions (B, T) that start at an offset and skip", _rope_offset_inputs,
+             ("y",), 2, label="offsets"),
+        Part("rope_backward", "its backward: the rotation by minus the angle", _rope_backward_inputs,
+             ("dx",), 2, 2, forward="rope_forward", forward_outputs=("y",)),
+        Part("rms_norm_backward", "RMSNorm's backward: dx, dweight", _rms_norm_inputs, ("dx", "dweight"), 2, 2,
+             forward="rms_norm_forward", forward_outputs=("y",)),
+        Part("swiglu_backward", "SwiGLU's backward: dgate, dup", _swiglu_inputs, ("dgate", "dup"), 2, 2,
+             forward="swiglu_forward", forward_outputs=("y",)),
+    ),
+    reference={"rope_forward": layers.rope_forward, "rope_backward": layers.rope_backward,
+               "rms_norm_forward": layers.rms_norm_forward, "rms_norm_backward": layers.rms_norm_backward,
+               "swiglu_forward": layers.swiglu_forward, "swiglu_backward": layers.swiglu_backward},
+)
+
 def _test_function_inputs(rng, case):
     shape = ((3, 4), (2, 3, 2), (5,))[case]
     return [_normal(rng, *shape), _normal(rng, *shape)], {}
@@ -293,4 +342,4 @@ GRADCHECK = Assignment(
     harness=("checker_harness.py",),
 )
 
-ASSIGNMENTS = {assignment.name: assignment for assignment in (RNN, LSTM, ATTENTION, GPT, GRADCHECK)}
+ASSIGNMENTS = {assignment.name: assignment for assignment in (RNN, LSTM, ATTENTION, GPT, LLAMA, GRADCHECK)}

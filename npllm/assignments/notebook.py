@@ -59,9 +59,9 @@ def _part_code(module: str, part: dict) -> str:
         results = f"{outputs}, cache" if part["returns_cache"] else outputs
         lines.append(f"{results} = {module}.{part['function']}(*s.args, **s.kwargs)")
     else:
-        targets = outputs + ("," if len(part["outputs"]) == 1 else "")   # "dx," unpacks a 1-tuple
+        # One gradient comes back as the array itself (npllm.layers' convention), several as a tuple.
         lines += [f"*_, cache = {owner}.{forward}(*s.args, **s.kwargs)",
-                  f"{targets} = {module}.{part['function']}(*s.upstream, cache)"]
+                  f"{outputs} = {module}.{part['function']}(*s.upstream, cache)"]
     lines.append("print(" + ", ".join(f'"{name} =", {name}' for name in part["outputs"]) + ', sep="\\n")')
     return "\n".join(lines)
 
