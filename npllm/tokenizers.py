@@ -459,10 +459,11 @@ class BPETokenizer(Tokenizer):
             added = {text: i for text, i in vocab.items() if i not in reachable}
             special_tokens = {text: i for text, i in added.items() if SPECIAL_TOKEN_PATTERN.fullmatch(text)}
         else:
-            added = special_tokens
             wrong = [text for text, i in special_tokens.items() if vocab.get(text) != i]
             if wrong:
                 raise ValueError(f"special token {wrong[0]!r} has id {special_tokens[wrong[0]]}, vocab another")
+            # Tokens that are not byte-level text are added text too (matched as plain text, not whole).
+            added = {**{text: i for text, i in vocab.items() if id_bytes[i] is None}, **special_tokens}
         for text, i in added.items():
             id_bytes[i] = text.encode("utf-8")
         if None in id_bytes:

@@ -209,3 +209,12 @@ def test_encode_iterable_streams_in_bounded_memory(tmp_path):
     assert first == ids_of(tokenizer, "t")[0] and len(consumed) <= 2     # ids flow before the input ends
     rest = sum(1 for _ in stream)
     assert len(consumed) == 100_000 and rest > 100_000
+
+
+def test_a_gpt2_vocabulary_with_added_text_round_trips_through_the_checkpoint_state():
+    vocab = {char: i for i, char in enumerate(bytes_to_unicode().values())}
+    vocab.update({"hello world": 256, "<|endoftext|>": 257})            # added text, then a special token
+    tokenizer = BPETokenizer.from_vocab_and_merges(vocab, [])
+    assert tokenizer.special_tokens == {"<|endoftext|>": 257}
+    restored = tokenizer_from_dict(tokenizer.to_dict())
+    assert restored == tokenizer and restored.decode([256, 257]) == "hello world<|endoftext|>"
