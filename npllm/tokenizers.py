@@ -538,7 +538,8 @@ def _compile_step(step: dict):
     try:
         return regex.compile(step["pattern"])
     except (regex.error, TypeError) as error:
-        raise ValueError(f"pre_tokenizer pattern {str(step.get('pattern'))[:60]!r} is not a valid regex: {error}") from None
+        raise ValueError(f"pre_tokenizer pattern {str(step.get('pattern'))[:60]!r} is not a valid regex: "
+                         f"{error}") from None
 
 
 def _added_token_regex(text: str, flags: dict) -> str:

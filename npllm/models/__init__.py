@@ -6,9 +6,10 @@
 - :class:`Seq2Seq` / :class:`Seq2SeqConfig` (seq2seq.py): LSTM encoder-decoder with additive attention.
 
 :func:`load_pretrained` reads a Hugging Face directory (gpt2_io.py, llama_io.py) into the model its
-config.json names.  :data:`LANGUAGE_MODELS` maps the CLI's ``--model`` names to classes; :func:`build_model` rebuilds a model
-from what a checkpoint stores (its kind and config dict), after :func:`check_model_config` has checked
-that config against the stored tensor shapes (layout.py), so an edited config never allocates.
+config.json names.  :data:`LANGUAGE_MODELS` maps the CLI's ``--model`` names to classes;
+:func:`build_model` rebuilds a model from what a checkpoint stores (its kind and config dict), after
+:func:`check_model_config` has checked that config against the stored tensor shapes (layout.py), so an
+edited config never allocates.
 """
 from npllm.checkpoint import check_params_match
 from npllm.errors import CheckpointError

@@ -125,8 +125,8 @@ def config_from_hf(hf: dict, where: str = CONFIG_NAME) -> dict:
     options = {"hidden_act": hf.get("hidden_act", "silu"), "rms_norm_eps": hf.get("rms_norm_eps", DEFAULT_RMS_NORM_EPS),
                "tie_word_embeddings": hf.get("tie_word_embeddings", False),
                "attention_bias": hf.get("attention_bias", False), "mlp_bias": hf.get("mlp_bias", False)}
-    check_config_bounds({"rms_norm_eps": CONFIG_FIELDS["llama"]["rms_norm_eps"], "tie_word_embeddings": Field(bool, 0, 1),
-                         "attention_bias": Field(bool, 0, 1), "mlp_bias": Field(bool, 0, 1)}, options, where=where)
+    flags = {name: Field(bool, 0, 1) for name in ("tie_word_embeddings", "attention_bias", "mlp_bias")}
+    check_config_bounds({"rms_norm_eps": CONFIG_FIELDS["llama"]["rms_norm_eps"], **flags}, options, where=where)
     if options["hidden_act"] != "silu":
         raise CheckpointError(f"{where}: unsupported hidden_act {options['hidden_act']!r}: the SwiGLU MLP uses silu")
     if options["mlp_bias"]:
@@ -165,7 +165,8 @@ def config_to_hf(config: dict, dtype, tokenizer=None) -> dict:
           "intermediate_size": config["intermediate_size"], "max_position_embeddings": config["block_size"],
           "mlp_bias": False, "model_type": "qwen2" if qwen2 else "llama", "num_attention_heads": config["n_head"],
           "num_hidden_layers": config["n_layer"], "num_key_value_heads": config["n_kv_head"],
-          "rms_norm_eps": config["rms_norm_eps"], "rope_scaling": None, "rope_theta": config["rope_theta"],
+          "rms_norm_eps": float(config["rms_norm_eps"]), "rope_scaling": None,
+          "rope_theta": float(config["rope_theta"]),
           "tie_word_embeddings": config["tie_word_embeddings"], "torch_dtype": np.dtype(dtype).name,
           "use_cache": True, "vocab_size": config["vocab_size"]}
     if qwen2:

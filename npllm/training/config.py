@@ -123,7 +123,8 @@ MAX_BATCH_TOKENS = 1 << 26
 def defaults_for(model: str) -> dict:
     """The default of every field for a model kind ("seq2seq" or a language model)."""
     task_defaults = SEQ2SEQ_DEFAULTS if model == "seq2seq" else LM_DEFAULTS
-    return {**COMMON_DEFAULTS, **task_defaults, "n_layer": task_defaults.get("n_layer", 3 if model in ("gpt", "llama") else 1)}
+    n_layer = task_defaults.get("n_layer", 3 if model in ("gpt", "llama") else 1)
+    return {**COMMON_DEFAULTS, **task_defaults, "n_layer": n_layer}
 
 
 def _check_choice(config: TrainConfig, name: str, choices) -> None:

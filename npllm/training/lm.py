@@ -3,8 +3,9 @@
 A training example is a random window of ``block_size + 1`` ids from the first 90% of the text (nanoGPT's
 ``get_batch``); evaluation averages the loss of ``eval_iters`` fixed windows of the last 10%, drawn by their
 own generator so evaluating never changes which training batches come next.  The task builds the model
-fresh, from ``--init-from`` (an npllm checkpoint or a Hugging Face GPT-2 or Llama-family directory) or from the checkpoint
-being resumed, and says what a checkpoint must record to rebuild it (model, tokenizer, data fingerprint).
+fresh, from ``--init-from`` (an npllm checkpoint or a Hugging Face GPT-2 or Llama-family directory) or
+from the checkpoint being resumed, and says what a checkpoint must record to rebuild it (model,
+tokenizer, data fingerprint).
 """
 from __future__ import annotations
 
