@@ -227,6 +227,17 @@ def test_a_gpt_whose_attention_passes_no_gradient_fails_the_training_part(tmp_pa
     assert train.score == 0 and "too high" in train.lines[0] and "re-scored with npllm's layers" in train.lines[0]
 
 
+def test_a_rope_that_ignores_theta_passes_the_visible_case_and_fails_the_hidden_case_that_changes_it(tmp_path):
+    directory = tmp_path / "llama"
+    build("llama", directory, solution=True)
+    module = directory / "llama_layers.py"
+    module.write_text(module.read_text().replace("1.0 / theta ** (", "1.0 / 10000.0 ** ("))
+    part = grade("llama", directory, [1], timeout=60).parts[0]
+    visible, first, second = part.cases
+    assert visible.passed and first.passed and not second.passed and part.score == 1
+    assert "theta=100.0" in second.description and "y differs from the expected values" in part.lines[2]
+
+
 @pytest.fixture(scope="module")
 def checker(tmp_path_factory):
     directory = tmp_path_factory.mktemp("gradcheck") / "solution"

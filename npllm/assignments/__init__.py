@@ -7,7 +7,8 @@ notebook with nbgrader metadata, a README and ``grade.py`` (:mod:`npllm.assignme
 child processes (:mod:`npllm.assignments.sandbox`), on visible cases and on hidden cases drawn at
 grading time; :func:`grade_submissions` grades a class into a CSV and Gradescope results files
 (:mod:`npllm.assignments.batch`).  The shipped assignments are listed in
-:mod:`npllm.assignments.catalog`: ``rnn``, ``lstm``, ``attention``, ``gpt`` and ``gradcheck``.
+:mod:`npllm.assignments.catalog`: ``rnn``, ``lstm``, ``attention``, ``gpt``, ``llama`` and
+``gradcheck``.
 """
 from __future__ import annotations
 
