@@ -157,7 +157,8 @@ def validate(config: TrainConfig) -> None:
     if config.task not in (None, "dates"):
         raise UsageError("--task", f"must be dates, got {config.task!r}")
     for name, high in (("n_layer", MAX_LAYERS), ("n_head", MAX_WIDTH), ("n_embd", MAX_WIDTH),
-                       ("n_kv_head", MAX_WIDTH), ("intermediate_size", 4 * MAX_WIDTH), ("hidden_size", MAX_WIDTH), ("block_size", MAX_BLOCK), ("vocab_size", 1 << 20),
+                       ("n_kv_head", MAX_WIDTH), ("intermediate_size", 4 * MAX_WIDTH), ("hidden_size", MAX_WIDTH),
+                       ("block_size", MAX_BLOCK), ("vocab_size", 1 << 20),
                        ("batch_size", MAX_BATCH_TOKENS), ("grad_accum", 1 << 20), ("eval_interval", None),
                        ("eval_iters", 1 << 20), ("max_iters", None), ("lr_decay_iters", None),
                        ("blas_threads", 4096)):
