@@ -1,7 +1,10 @@
-"""Additive (Bahdanau) attention: values against the equations written as loops, masking, the multi-query
-form, input validation, and gradients (the op table's cases run in test_layers_gradcheck.py too)."""
+"""Additive (Bahdanau) attention: the reference's values, masking, multi-query form, errors and gradients.
+
+Values against the equations written as loops; gradients: the op table's cases and hand-picked shapes.
+"""
 import numpy as np
 import pytest
+from _helpers import assert_passes_gradient_check, gradcheck_cases
 from numpy.testing import assert_allclose
 
 from npllm.gradcheck import check_op
@@ -79,6 +82,11 @@ def test_additive_attention_keeps_float32_and_huge_scores_stay_finite():
     assert context.dtype == np.float32 and weights.dtype == np.float32
     grads = additive_attention_backward(np.ones_like(context), None, cache)
     assert all(g.dtype == np.float32 and np.all(np.isfinite(g)) for g in grads)
+
+
+@pytest.mark.parametrize("name,case", gradcheck_cases("additive_attention"))
+def test_backward_matches_numerical_gradient(name, case):
+    assert_passes_gradient_check(case)
 
 
 @pytest.mark.parametrize("B, Tk, Tq", [(1, 1, None), (2, 4, None), (2, 3, 3)])
