@@ -43,7 +43,7 @@ def _object(value, field: str, where: str) -> dict:
 
 def _unsupported(where: str, field: str, value) -> CheckpointError:
     return CheckpointError(f"{where}: unsupported {field} {str(value)[:60]!r}: npllm reads byte-level BPE "
-                           "tokenizers (see npllm/tokenizer_json.py)")
+                           "tokenizers (see npllm.tokenizers.hf_json.py)")
 
 
 def _normalizer(node, where: str) -> str | None:

@@ -1,18 +1,9 @@
-"""Tokenizers: text ↔ integer ids.  Character, word (with ``<unk>``) and byte-level BPE (GPT-2).
+"""Byte-level BPE (Sennrich et al. 2016, as GPT-2 applies it): train, encode, decode, and Hugging Face's files.
 
-All three share one interface: ``Tok.train(text, vocab_size=None)``, ``encode(text) -> list[int]``,
-``decode(ids) -> str``, ``vocab_size``, ``save(path)`` / ``Tok.load(path)`` (JSON with a ``"type"``
-field), ``to_dict()``; :func:`tokenizer_from_dict` and :func:`load_tokenizer` rebuild any of them.
-
-Byte-level BPE follows Sennrich et al. (2016), "Neural Machine Translation of Rare Words with Subword
-Units", as GPT-2 applies it (Radford et al., 2019): text is split into chunks by a regex, each chunk's
-UTF-8 bytes start as 256 byte tokens, and learned merges are applied lowest rank first.  Because every
-byte is a token, any string round-trips exactly.  :meth:`BPETokenizer.from_pretrained` reads a Hugging
-Face ``tokenizer.json`` (any byte-level BPE: GPT-2, Llama 3, Qwen2; npllm/tokenizer_json.py) or GPT-2's
-``vocab.json`` + ``merges.txt``, and gives the same ids as the ``tokenizers`` library (and OpenAI's
-``encoder.py``).  Special tokens are matched whole before anything else, in training too
-(``BPETokenizer.train(text, vocab_size, special_tokens=[...])``); ``encode_iterable(lines)`` streams a
-large file's ids in bounded memory.
+Text is split into chunks by a regex, each chunk's UTF-8 bytes start as 256 byte tokens, and learned
+merges are applied lowest rank first; since every byte is a token, any string round-trips exactly.
+:meth:`BPETokenizer.from_pretrained` reads a ``tokenizer.json`` (:mod:`npllm.tokenizers.hf_json`) or
+GPT-2's ``vocab.json`` + ``merges.txt`` and gives the ids the ``tokenizers`` library gives.
 """
 from __future__ import annotations
 
@@ -24,27 +15,22 @@ from collections import Counter, defaultdict
 from functools import lru_cache
 from typing import Iterator
 
-import numpy as np
 import regex
 
-from npllm import tokenizer_json
 from npllm.checkpoint import write_atomic
 from npllm.errors import CheckpointError
-from npllm.tokenizer_json import BEHAVIORS, GPT2_PATTERN, GPT2_PRE_TOKENIZER, NORMALIZATIONS
+from npllm.tokenizers import hf_json
+from npllm.tokenizers.base import Tokenizer, _check_ids, _check_text, _check_training_text, _read_text
+from npllm.tokenizers.hf_json import BEHAVIORS, GPT2_PATTERN, GPT2_PRE_TOKENIZER, NORMALIZATIONS
 
 # GPT-2's pre-tokenisation: contractions, letters, numbers, other symbols (each optionally with one
 # leading space), and whitespace.  Merges never cross a chunk boundary, so " the" and "the." stay apart.
 GPT2_SPLIT_PATTERN = regex.compile(GPT2_PATTERN)
-# Word tokenizer: words/numbers, single punctuation marks, and whitespace runs, so it covers every
-# character and joining the pieces gives the text back.
-WORD_SPLIT_PATTERN = regex.compile(r"\w+|\s+|[^\w\s]")
 SPECIAL_TOKEN_PATTERN = regex.compile(r"<\|[^|\s]+\|>")
-UNK_TOKEN = "<unk>"
 DEFAULT_BPE_VOCAB_SIZE = 512
 # BPETokenizer.to_dict's optional keys (left out at their defaults, so GPT-2 style states stay as they were).
 BPE_OPTIONS = ("special_tokens", "added_options", "pre_tokenizer", "normalizer", "ignore_merges", "template")
-TOKENIZER_JSON = "tokenizer.json"       # Hugging Face's one-file tokenizer (tokenizer_json.py)
-MAX_TOKENIZER_FILE_BYTES = 256 * 2**20   # GPT-2's vocab.json is 1 MiB, Llama 3's tokenizer.json 9 MiB
+TOKENIZER_JSON = "tokenizer.json"       # Hugging Face's one-file tokenizer (hf_json.py)
 
 
 @lru_cache(maxsize=1)
@@ -62,140 +48,10 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def _check_text(text) -> str:
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    return text
-
-
-def _check_training_text(text) -> str:
-    if not _check_text(text):
-        raise ValueError("cannot train a tokenizer on empty text")
-    return text
-
-
-def _check_ids(ids, vocab_size: int) -> list[int]:
-    """Token ids as a list of Python ints, each in [0, vocab_size), else a ValueError/TypeError."""
-    array = np.asarray(ids)
-    if array.size == 0:
-        return []
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"ids must be a 1-D sequence of ints, got shape {array.shape} dtype {array.dtype}")
-    bad = (array < 0) | (array >= vocab_size)
-    if bad.any():
-        raise ValueError(f"token id {int(array[bad][0])} is out of range for vocabulary size {vocab_size}"
-                         f" (valid ids are 0..{vocab_size - 1})")
-    return array.tolist()
-
-
-class Tokenizer:
-    """Base class: JSON save/load; subclasses define train, encode, decode, vocab_size, to_dict."""
-
-    type_name = ""
-
-    def save(self, path) -> None:
-        """Write the tokenizer to ``path`` as JSON (rebuild it with ``load`` or :func:`load_tokenizer`),
-        atomically (:func:`npllm.checkpoint.write_atomic`)."""
-        write_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False).encode("utf-8"))
-
-    @classmethod
-    def load(cls, path) -> "Tokenizer":
-        """Read a tokenizer saved by ``save``; the JSON's ``"type"`` must match the class called."""
-        tokenizer = load_tokenizer(path)
-        if not isinstance(tokenizer, cls):
-            raise ValueError(f"{path} holds a {tokenizer.type_name!r} tokenizer, not {cls.type_name!r}")
-        return tokenizer
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.to_dict() == other.to_dict()
-
-    def __repr__(self):
-        return f"{type(self).__name__}(vocab_size={self.vocab_size})"
-
-
-class CharTokenizer(Tokenizer):
-    """One token per character; the vocabulary is the sorted set of the training text's characters."""
-
-    type_name = "char"
-
-    def __init__(self, chars):
-        self.chars = list(chars)
-        if (not self.chars or len(set(self.chars)) != len(self.chars)
-                or not all(isinstance(char, str) and len(char) == 1 for char in self.chars)):
-            raise ValueError("chars must be a non-empty list of distinct characters")
-        self.char_to_id = {char: i for i, char in enumerate(self.chars)}
-
-    @classmethod
-    def train(cls, text: str, vocab_size: int | None = None) -> "CharTokenizer":
-        """Every distinct character of ``text``; ``vocab_size`` (if given) is an upper bound."""
-        chars = sorted(set(_check_training_text(text)))
-        if vocab_size is not None and len(chars) > vocab_size:
-            raise ValueError(f"text has {len(chars)} distinct characters, more than vocab_size={vocab_size}")
-        return cls(chars)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of the characters of ``text``; an unseen character is a ValueError naming it."""
-        try:
-            return [self.char_to_id[char] for char in _check_text(text)]
-        except KeyError as error:
-            char = error.args[0]
-            raise ValueError(f"character {char!r} (U+{ord(char):04X}) is not in this tokenizer's "
-                             f"vocabulary of {self.vocab_size} characters") from None
-
-    def decode(self, ids) -> str:
-        """The text of token ids ``ids`` (1-D)."""
-        return "".join(self.chars[i] for i in _check_ids(ids, self.vocab_size))
-
-    def to_dict(self) -> dict:
-        return {"type": self.type_name, "chars": self.chars}
-
-
-class WordTokenizer(Tokenizer):
-    """Words, numbers, punctuation marks and whitespace runs; rarer pieces become ``<unk>`` (id 0)."""
-
-    type_name = "word"
-
-    def __init__(self, words):
-        self.words = list(words)
-        if not self.words or self.words[0] != UNK_TOKEN or len(set(self.words)) != len(self.words):
-            raise ValueError(f"words must be distinct and start with {UNK_TOKEN!r}")
-        self.word_to_id = {word: i for i, word in enumerate(self.words)}
-
-    @classmethod
-    def train(cls, text: str, vocab_size: int | None = None) -> "WordTokenizer":
-        """``<unk>`` plus the ``vocab_size - 1`` most frequent pieces of ``text`` (all when None)."""
-        counts = Counter(WORD_SPLIT_PATTERN.findall(_check_training_text(text)))
-        if vocab_size is not None and vocab_size < 2:
-            raise ValueError(f"vocab_size must be >= 2 (<unk> and one word), got {vocab_size}")
-        # Most frequent first, ties alphabetical, so the vocabulary does not depend on dict order.
-        ranked = sorted(counts, key=lambda word: (-counts[word], word))
-        keep = ranked if vocab_size is None else ranked[:vocab_size - 1]
-        return cls([UNK_TOKEN] + keep)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.words)
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of the pieces of ``text``; a piece not in the vocabulary gets id 0 (``<unk>``)."""
-        return [self.word_to_id.get(word, 0) for word in WORD_SPLIT_PATTERN.findall(_check_text(text))]
-
-    def decode(self, ids) -> str:
-        """The pieces joined back together (``<unk>`` is written as the text ``<unk>``)."""
-        return "".join(self.words[i] for i in _check_ids(ids, self.vocab_size))
-
-    def to_dict(self) -> dict:
-        return {"type": self.type_name, "words": self.words}
-
-
 class BPETokenizer(Tokenizer):
     """Byte-level BPE: ``vocab`` maps id → bytes, ``merges`` maps a pair of ids → merged id by rank.
 
-    Encoding is Hugging Face's pipeline for byte-level BPE (npllm/tokenizer_json.py describes each
+    Encoding is Hugging Face's pipeline for byte-level BPE (npllm/tokenizers/hf_json.py describes each
     stage): special (added) tokens are cut out whole and never split; each remaining piece is normalized
     (``normalizer``: None or "NFC", ...), pre-tokenized by ``pre_tokenizer``'s regex splits (default:
     GPT-2's), and each chunk's UTF-8 bytes are merged, lowest rank first (with ``ignore_merges`` a chunk
@@ -498,13 +354,13 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_tokenizer_json(cls, path) -> "BPETokenizer":
-        """Read a Hugging Face ``tokenizer.json`` file (byte-level BPE; npllm/tokenizer_json.py lists what
+        """Read a Hugging Face ``tokenizer.json`` file (byte-level BPE; npllm/tokenizers/hf_json.py lists what
         it reads and refuses); encode then gives the ids ``tokenizers`` gives for any text."""
         try:
             document = json.loads(_read_text(path))
         except ValueError as error:
             raise CheckpointError(f"{path}: not JSON: {error}") from None
-        options = tokenizer_json.parse(document, str(path))
+        options = hf_json.parse(document, str(path))
         _check_vocab(options["vocab"], f"{path}: model.vocab")
         try:
             return cls.from_vocab_and_merges(options.pop("vocab"), options.pop("merges"), **options)
@@ -516,7 +372,7 @@ class BPETokenizer(Tokenizer):
         (created if needed), each atomically."""
         os.makedirs(path, exist_ok=True)
         state = self.to_dict()
-        document = tokenizer_json.build(state["vocab"], [tuple(m.split(" ")) for m in state["merges"]],
+        document = hf_json.build(state["vocab"], [tuple(m.split(" ")) for m in state["merges"]],
                                         self.special_tokens, self.added_options, self.pre_tokenizer,
                                         self.normalizer, self.ignore_merges, self.template)
         write_atomic(os.path.join(path, "vocab.json"), json.dumps(state["vocab"], ensure_ascii=False).encode("utf-8"))
@@ -524,6 +380,12 @@ class BPETokenizer(Tokenizer):
         write_atomic(os.path.join(path, "merges.txt"), merges.encode("utf-8"))
         write_atomic(os.path.join(path, TOKENIZER_JSON),
                      json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8"))
+
+    @classmethod
+    def from_state(cls, state: dict) -> "BPETokenizer":
+        _check_vocab(state["vocab"], "tokenizer vocab")
+        options = {key: state[key] for key in BPE_OPTIONS if key in state}
+        return cls.from_vocab_and_merges(state["vocab"], state["merges"], **options)
 
 
 def _compile_step(step: dict):
@@ -586,20 +448,6 @@ def _split(text: str, pattern, behavior: str, invert: bool) -> list[str]:
     return out[::-1] if behavior == "merged_with_next" else out
 
 
-def _read_text(path) -> str:
-    """The UTF-8 text of a tokenizer file; ValueError (CheckpointError) naming it when too big or not UTF-8."""
-    size = os.stat(path).st_size
-    if size > MAX_TOKENIZER_FILE_BYTES:
-        raise CheckpointError(f"{path}: {size:,} bytes, more than the {MAX_TOKENIZER_FILE_BYTES:,}-byte limit "
-                              "for a tokenizer file")
-    with open(path, "rb") as file:
-        data = file.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CheckpointError(f"{path}: not UTF-8 text (invalid byte at offset {error.start})") from None
-
-
 def _check_vocab(vocab, where) -> None:
     """CheckpointError unless vocab is a JSON object mapping token text to a non-negative int id."""
     if not isinstance(vocab, dict):
@@ -622,31 +470,3 @@ def _merge_pair(ids: list[int], pair: tuple[int, int], merged: int) -> list[int]
             out.append(ids[i])
             i += 1
     return out
-
-
-def tokenizer_from_dict(state: dict) -> Tokenizer:
-    """Rebuild a tokenizer from its ``to_dict()`` (the JSON stored in a checkpoint's metadata)."""
-    kind = state.get("type") if isinstance(state, dict) else None
-    try:
-        if kind == "char":
-            return CharTokenizer(state["chars"])
-        if kind == "word":
-            return WordTokenizer(state["words"])
-        if kind == "bpe":
-            _check_vocab(state["vocab"], "tokenizer vocab")
-            options = {key: state[key] for key in BPE_OPTIONS if key in state}
-            return BPETokenizer.from_vocab_and_merges(state["vocab"], state["merges"], **options)
-    except (KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"malformed {kind!r} tokenizer state: {type(error).__name__}: {error}") from None
-    raise ValueError(f"unknown tokenizer type {kind!r}; expected one of 'char', 'word', 'bpe'")
-
-
-def load_tokenizer(path) -> Tokenizer:
-    """Read any tokenizer written by ``save``."""
-    try:
-        state = json.loads(_read_text(path))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"tokenizer file {path} not found") from None
-    except ValueError as error:
-        raise ValueError(f"{path} is not a tokenizer JSON file: {error}") from None
-    return tokenizer_from_dict(state)
