@@ -26,7 +26,8 @@ NO_NVVM_EXIT = 3
 SHARED_LIMIT = 48 * 1024
 REGISTERS_PER_SM = 65536
 MAIN_KERNELS = {"matmul_v3", "softmax_v3", "softmax_backward", "cross_entropy_forward_v2", "cross_entropy_backward",
-                "attention_forward_d64", "attention_dq_d64", "attention_dkv_d64"}
+                "attention_forward_d64", "attention_dq_d64", "attention_dkv_d64",
+                "rms_norm_forward", "rms_norm_backward", "rms_norm_dweight", "rope"}
 
 
 @pytest.fixture(scope="module")

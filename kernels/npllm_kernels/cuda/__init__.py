@@ -2,7 +2,8 @@
 
 Host functions (NumPy in, NumPy out; what ``npllm.backend`` calls):
 ``matmul``, ``softmax_forward``/``softmax_backward``, ``cross_entropy_forward``/``cross_entropy_backward``,
-``scaled_dot_product_attention_forward``/``scaled_dot_product_attention_backward``. Each copies its
+``scaled_dot_product_attention_forward``/``scaled_dot_product_attention_backward`` (grouped-query heads
+included), ``rms_norm_forward``/``rms_norm_backward``, ``rope_forward``/``rope_backward``. Each copies its
 inputs to the GPU once and its result back once; caches hold *device* arrays, so a backward does not
 copy the forward's tensors again.
 
@@ -27,13 +28,16 @@ from npllm_kernels.cuda.cross_entropy import (CrossEntropyCache, cross_entropy_b
                                               cross_entropy_backward_device, cross_entropy_forward,
                                               cross_entropy_forward_device)
 from npllm_kernels.cuda.matmul import matmul, matmul_device
+from npllm_kernels.cuda.rms_norm import (RMSNormCache, rms_norm_backward, rms_norm_backward_device, rms_norm_forward,
+                                         rms_norm_forward_device)
+from npllm_kernels.cuda.rope import RopeCache, rope_backward, rope_backward_device, rope_forward, rope_forward_device
 from npllm_kernels.cuda.softmax import (SoftmaxCache, softmax_backward, softmax_backward_device, softmax_forward,
                                         softmax_device)
 
 # The kernel modules by name. ``npllm_kernels.cuda.matmul`` is the *function* (the backend looks ops up
 # by name here), which shadows the module of the same name; this dict reaches the modules themselves.
 MODULES = {name: _importlib.import_module(f"npllm_kernels.cuda.{name}")
-           for name in ("matmul", "softmax", "cross_entropy", "attention", "attention_backward")}
+           for name in ("matmul", "softmax", "cross_entropy", "attention", "attention_backward", "rms_norm", "rope")}
 
 __all__ = [
     "matmul", "matmul_device",
@@ -43,4 +47,6 @@ __all__ = [
     "scaled_dot_product_attention_forward", "scaled_dot_product_attention_backward",
     "scaled_dot_product_attention_forward_device", "scaled_dot_product_attention_backward_device",
     "AttentionCache", "MODULES",
+    "rms_norm_forward", "rms_norm_backward", "rms_norm_forward_device", "rms_norm_backward_device", "RMSNormCache",
+    "rope_forward", "rope_backward", "rope_forward_device", "rope_backward_device", "RopeCache",
 ]

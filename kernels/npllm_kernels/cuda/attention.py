@@ -19,6 +19,10 @@ The reference builds the (Tq, Tk) score matrix; at T = 8192 that is 256 MiB per 
 
 With ``causal``, key tiles that lie wholly after the block's last visible key are skipped.
 
+Grouped-query attention (Ainslie et al. 2023): k and v may have Hkv heads, H a multiple of Hkv; the
+block of query head bh stages its K and V tiles from kv head bh // (H / Hkv), so no repeated copy of
+K or V is made (the backward's dK/dV kernel sums each group's query heads: attention_backward.py).
+
 Non-finite inputs (a NaN or ±inf in q, k, v or dout) are computed by the reference in the host functions,
 so its NaN positions are the contract on every backend (``npllm_kernels.cpu.attention`` says why);
 the device functions, for data that stays on the GPU, do not check.
@@ -85,9 +89,10 @@ def forward_kernel(block: int, d_pad: int, dv_pad: int):
     """The forward kernel for BLOCK queries per block and head sizes padded to ``d_pad``, ``dv_pad``."""
 
     @cuda.jit
-    def attention_forward_kernel(q, k, v, mask, has_mask, causal, n_head, scale, out, lse):
-        """One block per (query tile, batch·head).  q (BH, Tq, d), k (BH, Tk, d), v (BH, Tk, dv) →
-        out (BH, Tq, dv), lse (BH, Tq); mask (mB, mH, mTq, mTk) bool, each axis 1 or full."""
+    def attention_forward_kernel(q, k, v, mask, has_mask, causal, n_head, group, scale, out, lse):
+        """One block per (query tile, batch·head).  q (BH, Tq, d), k (BH / group, Tk, d), v (BH / group,
+        Tk, dv) → out (BH, Tq, dv), lse (BH, Tq); query head bh reads kv head bh // group; mask
+        (mB, mH, mTq, mTk) bool, each axis 1 or full."""
         q_tile = cuda.shared.array((d_pad, block), dtype=q.dtype)    # transposed: [component, query]
         k_tile = cuda.shared.array((block, d_pad), dtype=k.dtype)
         v_tile = cuda.shared.array((block, dv_pad), dtype=v.dtype)
@@ -95,6 +100,7 @@ def forward_kernel(block: int, d_pad: int, dv_pad: int):
         scores = cuda.local.array(block, dtype=q.dtype)              # this query's scores for a tile
         r = cuda.threadIdx.x
         bh = cuda.blockIdx.y
+        bkv = bh // group                                            # the kv head this query head reads
         row0 = cuda.blockIdx.x * block
         query = row0 + r
         Tq, d, Tk, dv = q.shape[1], q.shape[2], k.shape[1], v.shape[2]
@@ -114,10 +120,10 @@ def forward_kernel(block: int, d_pad: int, dv_pad: int):
             cuda.syncthreads()      # the previous tile has been used by everyone (and q_tile is staged)
             for idx in range(r, block * d, block):
                 j, c = idx // d, idx % d
-                k_tile[j, c] = k[bh, k0 + j, c] if k0 + j < Tk else zero
+                k_tile[j, c] = k[bkv, k0 + j, c] if k0 + j < Tk else zero
             for idx in range(r, block * dv, block):
                 j, c = idx // dv, idx % dv
-                v_tile[j, c] = v[bh, k0 + j, c] if k0 + j < Tk else zero
+                v_tile[j, c] = v[bkv, k0 + j, c] if k0 + j < Tk else zero
             cuda.syncthreads()      # the K and V tiles are complete
             if query < Tq:
                 n_keys = min(block, Tk - k0)
@@ -167,14 +173,15 @@ def forward_config(itemsize: int, d: int, dv: int):
 
 class AttentionCache(NamedTuple):
     q: object        # (B·H, Tq, d) device array
-    k: object        # (B·H, Tk, d)
-    v: object        # (B·H, Tk, dv)
+    k: object        # (B·Hkv, Tk, d)
+    v: object        # (B·Hkv, Tk, dv)
     out: object      # (B·H, Tq, dv)
     lse: object      # (B·H, Tq): log Σ exp(scores), +inf for a query with no allowed key
     mask: object     # (mB, mH, mTq, mTk) device bool (a dummy 1×1×1×1 when has_mask is False)
     has_mask: bool
     causal: bool
     shape: tuple     # (B, H, Tq, Tk, d, dv)
+    n_kv_head: int   # Hkv, k's and v's heads (H unless grouped-query)
 
 
 class ReferenceAttentionCache(NamedTuple):
@@ -183,23 +190,26 @@ class ReferenceAttentionCache(NamedTuple):
 
 
 def check_qkv_shapes(q, k, v):
-    """(B, H, Tq, Tk, d, dv) from q, k, v's shapes, with the reference's checks and a head-size cap."""
-    for name, x, layout in (("q", q, "(B, H, Tq, d)"), ("k", k, "(B, H, Tk, d)"), ("v", v, "(B, H, Tk, dv)")):
+    """(B, H, Tq, Tk, d, dv, Hkv) from q, k, v's shapes, with the reference's checks and a head-size cap."""
+    for name, x, layout in (("q", q, "(B, H, Tq, d)"), ("k", k, "(B, Hkv, Tk, d)"), ("v", v, "(B, Hkv, Tk, dv)")):
         if len(x.shape) != 4:
             raise ValueError(f"{name} must have 4 dimensions {layout}, got shape {tuple(x.shape)}")
     B, H, Tq, d = tuple(q.shape)
-    Tk, dv = k.shape[2], v.shape[3]
-    if tuple(k.shape) != (B, H, Tk, d):
-        raise ValueError(f"k must have shape ({B}, {H}, *, {d}), got {tuple(k.shape)}")
-    if tuple(v.shape) != (B, H, Tk, dv):
-        raise ValueError(f"v must have shape ({B}, {H}, {Tk}, *), got {tuple(v.shape)}")
+    Hkv, Tk, dv = k.shape[1], k.shape[2], v.shape[3]
+    if Hkv != H and (Hkv == 0 or H % Hkv):
+        raise ValueError(f"k's head count Hkv (axis 1) must divide q's H = {H} (grouped-query attention: "
+                         f"each kv head serves H // Hkv query heads), got {Hkv} in shape {tuple(k.shape)}")
+    if tuple(k.shape) != (B, Hkv, Tk, d):
+        raise ValueError(f"k must have shape ({B}, {Hkv}, *, {d}), got {tuple(k.shape)}")
+    if tuple(v.shape) != (B, Hkv, Tk, dv):
+        raise ValueError(f"v must have shape ({B}, {Hkv}, {Tk}, *), got {tuple(v.shape)}")
     if not q.dtype == k.dtype == v.dtype:
         raise TypeError(f"all floating inputs must share one dtype, got q={q.dtype}, k={k.dtype}, v={v.dtype}")
     for name, size in (("d (q and k's last axis)", d), ("dv (v's last axis)", dv)):
         if size > HEAD_DIM_MAX:
             raise ValueError(f"the CUDA attention kernels support head sizes up to {HEAD_DIM_MAX}; "
                              f"{name} is {size}")
-    return B, H, Tq, Tk, d, dv
+    return B, H, Tq, Tk, d, dv, Hkv
 
 
 def device_mask(mask, full_shape):
@@ -221,27 +231,28 @@ def device_mask(mask, full_shape):
 
 
 def scaled_dot_product_attention_forward_device(q, k, v, mask=None, causal=False):
-    """Device attention forward: q (B, H, Tq, d), k (B, H, Tk, d), v (B, H, Tk, dv) device arrays →
-    out (B, H, Tq, dv) device array, cache (device arrays)."""
+    """Device attention forward: q (B, H, Tq, d), k (B, Hkv, Tk, d), v (B, Hkv, Tk, dv) device arrays with
+    H % Hkv == 0 → out (B, H, Tq, dv) device array, cache (device arrays)."""
     q, k, v = device_float(q, "q"), device_float(k, "k"), device_float(v, "v")
-    B, H, Tq, Tk, d, dv = check_qkv_shapes(q, k, v)
+    B, H, Tq, Tk, d, dv, Hkv = check_qkv_shapes(q, k, v)
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     mask_d, has_mask = device_mask(mask, (B, H, Tq, Tk))
-    q3, k3, v3 = q.reshape(B * H, Tq, d), k.reshape(B * H, Tk, d), v.reshape(B * H, Tk, dv)   # (BH, T, ·)
+    q3, k3, v3 = q.reshape(B * H, Tq, d), k.reshape(B * Hkv, Tk, d), v.reshape(B * Hkv, Tk, dv)   # (B·heads, T, ·)
     out = cuda.device_array((B * H, Tq, dv), dtype=q.dtype)
     lse = cuda.device_array((B * H, Tq), dtype=q.dtype)
     if B * H and Tq and dv:
         block, d_pad, dv_pad = forward_config(q.dtype.itemsize, d, dv)
         scale = q.dtype.type(1.0 / math.sqrt(d))   # in the data's dtype, so float32 stays float32
         forward_kernel(block, d_pad, dv_pad)[(ceil_div(Tq, block), B * H), block](
-            q3, k3, v3, mask_d, has_mask, bool(causal), H, scale, out, lse)
-    cache = AttentionCache(q3, k3, v3, out, lse, mask_d, has_mask, bool(causal), (B, H, Tq, Tk, d, dv))
+            q3, k3, v3, mask_d, has_mask, bool(causal), H, H // Hkv, scale, out, lse)
+    cache = AttentionCache(q3, k3, v3, out, lse, mask_d, has_mask, bool(causal), (B, H, Tq, Tk, d, dv), Hkv)
     return out.reshape(B, H, Tq, dv), cache
 
 
 def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
-    """softmax(q kᵀ/√d) v on the GPU.  q (B, H, Tq, d), k (B, H, Tk, d), v (B, H, Tk, dv) → out (B, H, Tq, dv), cache.
+    """softmax(q kᵀ/√d) v on the GPU.  q (B, H, Tq, d), k (B, Hkv, Tk, d), v (B, Hkv, Tk, dv) with H % Hkv == 0
+    → out (B, H, Tq, dv), cache.
 
     Non-finite inputs are computed by the reference (a ReferenceAttentionCache holds its cache)."""
     check_float("q", q, 4, "(B, H, Tq, d)")

@@ -12,8 +12,9 @@ into the same gradient row (no atomics, results are deterministic):
 
 1. delta: δ_i = dO_i · O_i, one thread per query row (the identity above saves a T×T reduction);
 2. dq: one block per query tile, one thread per query, walking over key tiles (like the forward);
-3. dkv: one block per key tile, one thread per key, walking over query tiles, accumulating dK_j and
-   dV_j in the thread's own registers/local memory.
+3. dkv: one block per (key tile, kv head), one thread per key, walking over the query tiles of every
+   query head of the kv head's group (grouped-query attention; one head when Hkv = H), accumulating dK_j
+   and dV_j in the thread's own registers/local memory, so each group's sum needs no atomics either.
 
 Disallowed (query, key) pairs get P = 0, so they pass no gradient; a query with no allowed key has
 lse = +inf and δ = 0 and contributes nothing.
@@ -54,8 +55,8 @@ def dq_kernel(block: int, d_pad: int, dv_pad: int):
     """The dQ kernel for BLOCK queries per block and head sizes padded to ``d_pad``, ``dv_pad``."""
 
     @cuda.jit
-    def attention_dq_kernel(q, k, v, dout, lse, delta, mask, has_mask, causal, n_head, scale, dq):
-        """One block per (query tile, batch·head): dq[bh, i] = scale · Σ_j dS_ij k_j."""
+    def attention_dq_kernel(q, k, v, dout, lse, delta, mask, has_mask, causal, n_head, group, scale, dq):
+        """One block per (query tile, batch·head): dq[bh, i] = scale · Σ_j dS_ij k_j (k, v of kv head bh // group)."""
         q_tile = cuda.shared.array((d_pad, block), dtype=q.dtype)     # transposed: [component, query]
         do_tile = cuda.shared.array((dv_pad, block), dtype=q.dtype)
         k_tile = cuda.shared.array((block, d_pad), dtype=q.dtype)
@@ -64,6 +65,7 @@ def dq_kernel(block: int, d_pad: int, dv_pad: int):
         dscores = cuda.local.array(block, dtype=q.dtype)
         r = cuda.threadIdx.x
         bh = cuda.blockIdx.y
+        bkv = bh // group
         row0 = cuda.blockIdx.x * block
         query = row0 + r
         Tq, d, Tk, dv = q.shape[1], q.shape[2], k.shape[1], v.shape[2]
@@ -84,10 +86,10 @@ def dq_kernel(block: int, d_pad: int, dv_pad: int):
             cuda.syncthreads()
             for idx in range(r, block * d, block):
                 j, c = idx // d, idx % d
-                k_tile[j, c] = k[bh, k0 + j, c] if k0 + j < Tk else zero
+                k_tile[j, c] = k[bkv, k0 + j, c] if k0 + j < Tk else zero
             for idx in range(r, block * dv, block):
                 j, c = idx // dv, idx % dv
-                v_tile[j, c] = v[bh, k0 + j, c] if k0 + j < Tk else zero
+                v_tile[j, c] = v[bkv, k0 + j, c] if k0 + j < Tk else zero
             cuda.syncthreads()
             if query < Tq:
                 n_keys = min(block, Tk - k0)
@@ -119,8 +121,9 @@ def dkv_kernel(block: int, d_pad: int, dv_pad: int):
     """The dK/dV kernel for BLOCK keys per block and head sizes padded to ``d_pad``, ``dv_pad``."""
 
     @cuda.jit
-    def attention_dkv_kernel(q, k, v, dout, lse, delta, mask, has_mask, causal, n_head, scale, dk, dv_out):
-        """One block per (key tile, batch·head): dv_j = Σ_i P_ij dO_i, dk_j = scale · Σ_i dS_ij q_i."""
+    def attention_dkv_kernel(q, k, v, dout, lse, delta, mask, has_mask, causal, n_head, group, scale, dk, dv_out):
+        """One block per (key tile, batch·kv head): dv_j = Σ_i P_ij dO_i, dk_j = scale · Σ_i dS_ij q_i, the
+        sums over every query i of the ``group`` query heads bkv·group … bkv·group + group − 1."""
         k_tile = cuda.shared.array((d_pad, block), dtype=q.dtype)     # transposed: [component, key]
         v_tile = cuda.shared.array((dv_pad, block), dtype=q.dtype)
         q_tile = cuda.shared.array((block, d_pad), dtype=q.dtype)
@@ -132,7 +135,7 @@ def dkv_kernel(block: int, d_pad: int, dv_pad: int):
         probs = cuda.local.array(block, dtype=q.dtype)
         dscores = cuda.local.array(block, dtype=q.dtype)
         r = cuda.threadIdx.x
-        bh = cuda.blockIdx.y
+        bkv = cuda.blockIdx.y
         col0 = cuda.blockIdx.x * block
         key = col0 + r
         Tq, d, Tk, dv = q.shape[1], q.shape[2], k.shape[1], v.shape[2]
@@ -140,17 +143,22 @@ def dkv_kernel(block: int, d_pad: int, dv_pad: int):
         offset = Tk - Tq
         for idx in range(r, block * d, block):
             rr, c = idx // d, idx % d
-            k_tile[c, rr] = k[bh, col0 + rr, c] if col0 + rr < Tk else zero
+            k_tile[c, rr] = k[bkv, col0 + rr, c] if col0 + rr < Tk else zero
         for idx in range(r, block * dv, block):
             rr, c = idx // dv, idx % dv
-            v_tile[c, rr] = v[bh, col0 + rr, c] if col0 + rr < Tk else zero
+            v_tile[c, rr] = v[bkv, col0 + rr, c] if col0 + rr < Tk else zero
         for c in range(d):
             dk_acc[c] = zero
         for c in range(dv):
             dv_acc[c] = zero
         # Causal: query i sees key j iff i ≥ j − offset, so queries before col0 − offset see no key here.
         query_begin = max(0, col0 - offset) if causal else 0
-        for q0 in range(query_begin, Tq, block):
+        # The group's query heads one after the other, then their query tiles: one loop over both, so
+        # every thread makes the same trips past the barriers.
+        n_q_tiles = ceil_div_device(Tq - query_begin, block)
+        for step in range(group * n_q_tiles):
+            bh = bkv * group + step // n_q_tiles
+            q0 = query_begin + (step % n_q_tiles) * block
             cuda.syncthreads()
             for idx in range(r, block * d, block):
                 i, c = idx // d, idx % d
@@ -187,11 +195,17 @@ def dkv_kernel(block: int, d_pad: int, dv_pad: int):
                     dk_acc[c] += a
         if key < Tk:
             for c in range(d):
-                dk[bh, key, c] = dk_acc[c] * scale
+                dk[bkv, key, c] = dk_acc[c] * scale
             for c in range(dv):
-                dv_out[bh, key, c] = dv_acc[c]
+                dv_out[bkv, key, c] = dv_acc[c]
 
     return attention_dkv_kernel
+
+
+@cuda.jit(device=True)
+def ceil_div_device(n, size):
+    """Blocks of ``size`` covering ``n`` ≥ 0 items (0 for none)."""
+    return (n + size - 1) // size
 
 
 def backward_config(itemsize: int, d: int, dv: int):
@@ -205,10 +219,11 @@ def scaled_dot_product_attention_backward_device(dout, cache):
     if not isinstance(cache, AttentionCache):
         raise TypeError(f"cache must be the AttentionCache returned by the forward, got {type(cache).__name__}")
     B, H, Tq, Tk, d, dv = cache.shape
-    q, k, v = cache.q, cache.k, cache.v
+    Hkv = cache.n_kv_head
+    q = cache.q
     dq = cuda.device_array((B * H, Tq, d), dtype=q.dtype)
-    dk = cuda.device_array((B * H, Tk, d), dtype=q.dtype)
-    dv_out = cuda.device_array((B * H, Tk, dv), dtype=q.dtype)
+    dk = cuda.device_array((B * Hkv, Tk, d), dtype=q.dtype)
+    dv_out = cuda.device_array((B * Hkv, Tk, dv), dtype=q.dtype)
     if dout is None:   # no upstream gradient: all gradients are zero
         for grad in (dq, dk, dv_out):
             grad.copy_to_device(np.zeros(grad.shape, dtype=grad.dtype))
@@ -218,7 +233,7 @@ def scaled_dot_product_attention_backward_device(dout, cache):
             raise ValueError(f"dout must have the forward output's shape {(B, H, Tq, dv)} and dtype {q.dtype}, "
                              f"got {tuple(dout.shape)} {dout.dtype}")
         _launch_backward(dout.reshape(B * H, Tq, dv), cache, dq, dk, dv_out)
-    return dq.reshape(B, H, Tq, d), dk.reshape(B, H, Tk, d), dv_out.reshape(B, H, Tk, dv)
+    return dq.reshape(B, H, Tq, d), dk.reshape(B, Hkv, Tk, d), dv_out.reshape(B, Hkv, Tk, dv)
 
 
 def _launch_backward(dout, cache, dq, dk, dv_out):
@@ -233,13 +248,15 @@ def _launch_backward(dout, cache, dq, dk, dv_out):
     attention_delta_kernel[ceil_div(B * H * Tq, DELTA_THREADS), DELTA_THREADS](dout, cache.out, delta)
     block, d_pad, dv_pad = backward_config(q.dtype.itemsize, d, dv)
     scale = q.dtype.type(1.0 / math.sqrt(d))
-    args = (cache.q, cache.k, cache.v, dout, cache.lse, delta, cache.mask, cache.has_mask, cache.causal, H, scale)
+    Hkv = cache.n_kv_head
+    args = (cache.q, cache.k, cache.v, dout, cache.lse, delta, cache.mask, cache.has_mask, cache.causal, H, H // Hkv,
+            scale)
     dq_kernel(block, d_pad, dv_pad)[(ceil_div(Tq, block), B * H), block](*args, dq)
-    dkv_kernel(block, d_pad, dv_pad)[(ceil_div(Tk, block), B * H), block](*args, dk, dv_out)
+    dkv_kernel(block, d_pad, dv_pad)[(ceil_div(Tk, block), B * Hkv), block](*args, dk, dv_out)
 
 
 def scaled_dot_product_attention_backward(dout, cache):
-    """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, H, Tk, d), dv (B, H, Tk, dv) on the GPU (NumPy in and out).
+    """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, Hkv, Tk, d), dv (B, Hkv, Tk, dv) on the GPU (NumPy in and out).
 
     A non-finite dout (or a forward that had non-finite inputs) is computed by the reference."""
     if isinstance(cache, ReferenceAttentionCache):            # the forward's inputs were not finite
@@ -261,6 +278,7 @@ def _reference_cache(cache):
     """The reference's AttentionCache for a device cache's inputs, copied to the host once."""
     B, H, Tq, Tk, d, dv = cache.shape
     q, k, v = (a.copy_to_host() for a in (cache.q, cache.k, cache.v))                  # (B·H, T, ·)
-    q, k, v = q.reshape(B, H, Tq, d), k.reshape(B, H, Tk, d), v.reshape(B, H, Tk, dv)
+    Hkv = cache.n_kv_head
+    q, k, v = q.reshape(B, H, Tq, d), k.reshape(B, Hkv, Tk, d), v.reshape(B, Hkv, Tk, dv)
     mask = cache.mask.copy_to_host() if cache.has_mask else None   # (mB, mH, mTq, mTk): broadcastable
     return reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=cache.causal)[1]

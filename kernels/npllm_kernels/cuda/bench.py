@@ -18,6 +18,9 @@ only ever adds time). Each call allocates its outputs with ``cuda.device_array``
   (batch, head) slice against the reference; the reference is timed on the CPU up to T = 2048 (its
   three T×T buffers make larger T impractical there).
 * cross_entropy: B·T = 4096 rows at V = 50257, each forward version + the backward.
+* gqa_attention: the attention section with grouped-query heads, B=4, H=32 query heads over Hkv=8 kv
+  heads (Llama 3 8B's grouping), d=64, T = 1024…8192; validated on one kv head's group of query heads.
+* rms_norm: B·T = 4096 rows of C = 4096 (Llama 3 8B's hidden size), forward + backward.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ VALIDATION_TOL = 1e-3     # float32 kernels vs a float64 reference, relative to 
 MATMUL_SIZES = (1024, 2048, 4096, 8192)
 ATTENTION_SIZES = (1024, 2048, 4096, 8192)
 ATTENTION_SHAPE = dict(B=4, H=12, d=64)
+GQA_SHAPE = dict(B=4, H=32, Hkv=8, d=64)
+RMS_NORM_SHAPE = (4096, 4096)
 CE_SHAPE = (4096, 50257)
 
 
@@ -122,25 +127,30 @@ def section_matmul(sizes=MATMUL_SIZES, reps=5, inner=3) -> list:
 
 
 def section_attention(sizes=ATTENTION_SIZES, shape=None, reps=3, inner=3, reference_up_to=2048) -> list:
-    """Causal attention forward+backward ms on the GPU (and the NumPy reference's on the CPU)."""
+    """Causal attention forward+backward ms on the GPU (and the NumPy reference's on the CPU); ``shape`` may
+    give Hkv < H (grouped-query heads)."""
     import npllm.layers as ref
     shape = shape or ATTENTION_SHAPE
     B, H, d = shape["B"], shape["H"], shape["d"]
+    Hkv = shape.get("Hkv", H)
+    G = H // Hkv                                               # query heads per kv head
     rows = []
     for T in sizes:
         rng = np.random.default_rng(T)
-        q, k, v, dout = (rng.standard_normal((B, H, T, d)).astype(np.float32) for _ in range(4))
+        q, dout = (rng.standard_normal((B, H, T, d)).astype(np.float32) for _ in range(2))
+        k, v = (rng.standard_normal((B, Hkv, T, d)).astype(np.float32) for _ in range(2))
         q_dev, k_dev, v_dev, dout_dev = (cuda.to_device(x) for x in (q, k, v, dout))
-        row = {"shape": f"B={B} H={H} T={T} d={d} causal float32"}
+        row = {"shape": f"B={B} H={H}{f' Hkv={Hkv}' if Hkv != H else ''} T={T} d={d} causal float32"}
 
         def forward_backward():
             out, cache = scaled_dot_product_attention_forward_device(q_dev, k_dev, v_dev, causal=True)
             return (out,) + scaled_dot_product_attention_backward_device(dout_dev, cache)
-        # Validate on one (batch, head) slice: heads are independent, and the reference's T×T buffers stay small.
-        got = [x.copy_to_host()[0, 0] for x in forward_backward()]
-        out_ref, cache_ref = ref.scaled_dot_product_attention_forward(q[:1, :1], k[:1, :1], v[:1, :1], causal=True)
-        want = (out_ref,) + ref.scaled_dot_product_attention_backward(dout[:1, :1], cache_ref)
-        row["max_rel_error"] = max(relative_error(g, w[0, 0]) for g, w in zip(got, want))
+        # Validate on one batch row's first kv head and its G query heads: groups are independent, and the
+        # reference's T×T buffers stay small.
+        got = [x.copy_to_host()[:1, :G if i == 0 or i == 1 else 1] for i, x in enumerate(forward_backward())]
+        out_ref, cache_ref = ref.scaled_dot_product_attention_forward(q[:1, :G], k[:1, :1], v[:1, :1], causal=True)
+        want = (out_ref,) + ref.scaled_dot_product_attention_backward(dout[:1, :G], cache_ref)
+        row["max_rel_error"] = max(relative_error(g, w) for g, w in zip(got, want))
         if row["max_rel_error"] > VALIDATION_TOL:
             rows.append(dict(row, note="INVALID: disagrees with the reference; not timed"))
             continue
@@ -181,7 +191,31 @@ def section_cross_entropy(shape=CE_SHAPE, reps=5, inner=3) -> list:
     return [row]
 
 
-SECTIONS = {"matmul": section_matmul, "attention": section_attention, "cross_entropy": section_cross_entropy}
+def section_rms_norm(shape=RMS_NORM_SHAPE, reps=5, inner=3) -> list:
+    """RMSNorm forward and forward+backward ms (float32), validated against the reference first."""
+    import npllm.layers as ref
+    from npllm_kernels.cuda.rms_norm import rms_norm_backward_device, rms_norm_forward_device
+    N, C = shape
+    rng = np.random.default_rng(0)
+    x, weight, dy = (rng.standard_normal(s).astype(np.float32) for s in ((N, C), (C,), (N, C)))
+    x_dev, weight_dev, dy_dev = (cuda.to_device(a) for a in (x, weight, dy))
+
+    def forward_backward():
+        y, cache = rms_norm_forward_device(x_dev, weight_dev)
+        return (y,) + rms_norm_backward_device(dy_dev, cache)
+    y_ref, cache_ref = ref.rms_norm_forward(x.astype(np.float64), weight.astype(np.float64))
+    want = (y_ref,) + ref.rms_norm_backward(dy.astype(np.float64), cache_ref)
+    row = {"shape": f"B·T={N} C={C} float32",
+           "max_rel_error": max(relative_error(g.copy_to_host(), w) for g, w in zip(forward_backward(), want))}
+    if row["max_rel_error"] > VALIDATION_TOL:
+        return [dict(row, note="INVALID: disagrees with the reference; not timed")]
+    row["forward_ms"] = time_device(lambda: rms_norm_forward_device(x_dev, weight_dev), reps, inner) * 1e3
+    row["forward_backward_ms"] = time_device(forward_backward, reps, inner) * 1e3
+    return [row]
+
+
+SECTIONS = {"matmul": section_matmul, "attention": section_attention, "cross_entropy": section_cross_entropy,
+            "gqa_attention": section_attention, "rms_norm": section_rms_norm}   # gqa_attention: with GQA_SHAPE
 
 
 def run(sections=("matmul", "attention", "cross_entropy"), quick=False) -> dict:
@@ -195,6 +229,10 @@ def run(sections=("matmul", "attention", "cross_entropy"), quick=False) -> dict:
             tables[name] = section_matmul(MATMUL_SIZES[:2] if quick else MATMUL_SIZES)
         elif name == "attention":
             tables[name] = section_attention(ATTENTION_SIZES[:2] if quick else ATTENTION_SIZES)
+        elif name == "gqa_attention":
+            tables[name] = section_attention(ATTENTION_SIZES[:2] if quick else ATTENTION_SIZES, GQA_SHAPE)
+        elif name == "rms_norm":
+            tables[name] = section_rms_norm((1024, 1024) if quick else RMS_NORM_SHAPE)
         else:
             tables[name] = section_cross_entropy((1024, 50257) if quick else CE_SHAPE)
     return tables

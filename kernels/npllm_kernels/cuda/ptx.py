@@ -38,6 +38,7 @@ from npllm_kernels.cuda._device import SIMULATOR
 
 matmul, softmax, cross_entropy = MODULES["matmul"], MODULES["softmax"], MODULES["cross_entropy"]
 attention, attention_backward = MODULES["attention"], MODULES["attention_backward"]
+rms_norm, rope = MODULES["rms_norm"], MODULES["rope"]
 
 ARCHITECTURES = ((8, 0), (9, 0))
 HEAD_DIMS = (64, 128)          # GPT-2's head size, and the largest the attention kernels accept
@@ -65,9 +66,13 @@ def kernel_signatures(dtype):
                  (f, mat, ids, i64, vec, ids, mat), cross_entropy.BACKWARD_TILE[0] * cross_entropy.BACKWARD_TILE[1]))
     rows.append(("attention_delta", attention_backward.attention_delta_kernel, (cube, cube, mat),
                  attention_backward.DELTA_THREADS))
+    rows.append(("rms_norm_forward", rms_norm.rms_norm_forward_kernel, (mat, vec, f, mat, vec), row_threads))
+    rows.append(("rms_norm_backward", rms_norm.rms_norm_backward_kernel, (mat, mat, vec, vec, mat), row_threads))
+    rows.append(("rms_norm_dweight", rms_norm.rms_norm_dweight_kernel, (mat, mat, vec, vec), rms_norm.COLUMN_THREADS))
+    rows.append(("rope", rope.rope_kernel, (cube, cube, cube, f, flag, i64, cube), rope.THREADS))
     itemsize = 4 if dtype == "float32" else 8
-    common = (cube, cube, cube, mask, flag, flag, i64, f)
-    backward_common = (cube, cube, cube, cube, mat, mat, mask, flag, flag, i64, f)
+    common = (cube, cube, cube, mask, flag, flag, i64, i64, f)
+    backward_common = (cube, cube, cube, cube, mat, mat, mask, flag, flag, i64, i64, f)
     for d in HEAD_DIMS:
         block, d_pad, dv_pad = attention.forward_config(itemsize, d, d)
         rows.append((f"attention_forward_d{d}", attention.forward_kernel(block, d_pad, dv_pad), common + (cube, mat),
