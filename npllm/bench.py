@@ -3,7 +3,8 @@
     npllm bench [--backend numba] [--only matmul,attention,...] [--quick] [--json PATH]
 
 Sections: matmul (every kernel version and BLAS), attention (causal, forward + backward), softmax_ce,
-layer_norm, gelu, lstm, gpt_step (tokens/s on both backends), breakdown (one GPT step, per op type:
+layer_norm, gelu, lstm, the modern decoder's rms_norm, swiglu_mlp and gqa_attention (grouped-query
+attention, alone and with RoPE fused in: ``rope_attention``), gpt_step (tokens/s on both backends), breakdown (one GPT step, per op type:
 forward and backward time and the activation memory its caches hold) and compile (first-call times).
 
 How it measures, so numbers can be trusted:
@@ -42,7 +43,8 @@ import numpy as np
 from npllm import backend, bench_model
 from npllm.bench_timing import as_tuple, max_relative_error, mib, peak_memory, time_interleaved
 
-SECTIONS = ("matmul", "attention", "softmax_ce", "layer_norm", "gelu", "lstm", "gpt_step", "breakdown", "compile")
+SECTIONS = ("matmul", "attention", "softmax_ce", "layer_norm", "gelu", "lstm", "rms_norm", "swiglu_mlp", "gqa_attention",
+            "gpt_step", "breakdown", "compile")
 VALIDATION_TOL = 1e-3      # float32 kernels vs the float32 reference, relative to the largest entry
 
 
@@ -129,6 +131,71 @@ def section_gelu(kernels, quick):
         x, dy = _rng_arrays(C, (N, C), (N, C))
         rows.append(bench_op(kernels, "gelu", (x,), {"approximate": "tanh"}, (dy,), f"B·T={N} 4C={C} tanh", 2.0))
     return rows
+
+
+def section_rms_norm(kernels, quick):
+    """RMSNorm forward+backward on B·T=4096 rows of C=512 and 2048 (Llama's hidden sizes, small and 1B-ish)."""
+    rows = []
+    for N, C in ((1024, 128),) if quick else ((4096, 512), (4096, 2048)):
+        x, weight, dy = _rng_arrays(C, (N, C), (C,), (N, C))
+        rows.append(bench_op(kernels, "rms_norm", (x, weight), {}, (dy,), f"B·T={N} C={C}", 2.0))
+    return rows
+
+
+def section_swiglu_mlp(kernels, quick):
+    """Llama's SwiGLU MLP forward+backward, B·T=2048 rows, C=512, intermediate 1376 (≈ 8C/3, as Llama)."""
+    N, C, I = (256, 64, 172) if quick else (2048, 512, 1376)
+    x, W_gate, W_up, W_down, dy = _rng_arrays(I, (N, C), (C, I), (C, I), (I, C), (N, C))
+    for W in (W_gate, W_up, W_down):
+        W *= 0.05
+    return [bench_op(kernels, "swiglu_mlp", (x, W_gate, W_up, W_down), {}, (dy,), f"B·T={N} C={C} I={I}",
+                     1.0 if quick else 3.0)]
+
+
+def section_gqa_attention(kernels, quick):
+    """Causal grouped-query attention forward+backward, B=4, H=8 query heads over Hkv=2 kv heads, d=64:
+    scaled_dot_product_attention, and rope_attention (RoPE on q and k, then the same attention)."""
+    B, H, Hkv, d = 4, 8, 2, 64
+    rows = []
+    for T in ((128,) if quick else (256, 1024)):
+        q, k, v, dout = _rng_arrays(T, (B, H, T, d), (B, Hkv, T, d), (B, Hkv, T, d), (B, H, T, d))
+        label = f"B={B} H={H} Hkv={Hkv} T={T} d={d} causal"
+        rows.append(bench_op(kernels, "scaled_dot_product_attention", (q, k, v), {"causal": True}, (dout,),
+                             f"attention {label}", 1.0 if quick else 3.0))
+        rows.append(bench_op(kernels, "rope_attention", (q, k, v, np.arange(T)), {"causal": True}, (dout,),
+                             f"rope_attention {label}", 1.0 if quick else 3.0))
+        if hasattr(kernels, "rope_attention_forward"):
+            rows.append(_fused_rope_row(kernels, q, k, v, dout, f"fusion: {label}", 1.0 if quick else 3.0))
+    return rows
+
+
+def _fused_rope_row(kernels, q, k, v, dout, label, budget_s):
+    """The backend's rope_attention against the same backend's rope then attention (what fusing saves);
+    "ref_ms" is the unfused pair here, both on the backend."""
+    import npllm.layers as ref
+    positions = np.arange(q.shape[2])
+    rope_fw = getattr(kernels, "rope_forward", ref.rope_forward)
+    rope_bw = getattr(kernels, "rope_backward", ref.rope_backward)
+
+    def unfused():
+        rq, q_cache = rope_fw(q, positions)
+        rk, k_cache = rope_fw(k, positions)
+        out, cache = kernels.scaled_dot_product_attention_forward(rq, rk, v, causal=True)
+        dq, dk, dv = kernels.scaled_dot_product_attention_backward(dout, cache)
+        return out, rope_bw(dq, q_cache), rope_bw(dk, k_cache), dv
+
+    def fused():
+        out, cache = kernels.rope_attention_forward(q, k, v, positions, causal=True)
+        return (out,) + tuple(kernels.rope_attention_backward(dout, cache))
+
+    row = {"shape": label, "max_rel_error": max_relative_error(fused(), unfused())}
+    if not row["max_rel_error"] <= VALIDATION_TOL:
+        return dict(row, note="INVALID: fused and unfused disagree; not timed")
+    best = time_interleaved({"unfused": unfused, "fused": fused}, budget_s)
+    row.update(ref_ms=best["unfused"] * 1e3, kernel_ms=best["fused"] * 1e3, speedup=best["unfused"] / best["fused"],
+               ref_peak_mib=mib(peak_memory(unfused)), kernel_peak_mib=mib(peak_memory(fused)),
+               note="ref = rope then attention on this backend")
+    return row
 
 
 def section_lstm(kernels, quick):
@@ -224,14 +291,17 @@ def _format(value):
 
 
 _KERNEL_SECTIONS = {"matmul": section_matmul, "attention": section_attention, "softmax_ce": section_softmax_ce,
-                    "layer_norm": section_layer_norm, "gelu": section_gelu, "lstm": section_lstm}
+                    "layer_norm": section_layer_norm, "gelu": section_gelu, "lstm": section_lstm,
+                    "rms_norm": section_rms_norm, "swiglu_mlp": section_swiglu_mlp,
+                    "gqa_attention": section_gqa_attention}
 _MODEL_SECTIONS = {"gpt_step": bench_model.section_gpt_step, "breakdown": bench_model.section_breakdown,
                    "compile": bench_model.section_compile}
 
 
 # The CUDA backend times its kernels on device-resident arrays in its own driver (no host↔device copy
 # in the timed region); these are its section names for ours.
-_CUDA_SECTIONS = {"matmul": "matmul", "attention": "attention", "softmax_ce": "cross_entropy"}
+_CUDA_SECTIONS = {"matmul": "matmul", "attention": "attention", "softmax_ce": "cross_entropy", "rms_norm": "rms_norm",
+                  "gqa_attention": "gqa_attention"}
 
 
 def _run_section(name, backend_name, kernels, quick):
