@@ -13,7 +13,7 @@ Rows (float32):
 Before anything is timed, each row checks that both libraries compute the same thing from the same
 weights and inputs (the loss, the outputs and gradients, the generated tokens); a row that disagrees is
 reported as INVALID and not timed.  Times are medians over ``--reps`` calls after warm-up, the two
-libraries taking turns in blocks of three calls.  The table ends with one JSON line.
+libraries taking turns in blocks whose first call is not timed (:func:`median_times` says why).  The table ends with one JSON line.
 """
 from __future__ import annotations
 
@@ -41,15 +41,19 @@ ROWS = ("gpt_step", "attention", "lstm", "generate")
 
 
 # ------------------------------------------------------------------------------------------------ timing
-def median_times(functions: dict, reps: int, block: int = 3) -> dict:
-    """Median wall time (s) of each function over ``reps`` calls, after two warm-up calls, in turns of blocks."""
+def median_times(functions: dict, reps: int, block: int = 6) -> dict:
+    """Median wall time (s) of each function over ``reps`` timed calls, the libraries taking turns in blocks.
+
+    The first call of each block is run but not timed: it pays for the other library's thread pool
+    still spinning from its turn (OpenBLAS's, Numba's or PyTorch's OpenMP workers), which a program
+    using one library never sees.  Turns make a slow spell of the machine hit both alike."""
     for fn in functions.values():
-        fn()
         fn()
     times = {name: [] for name in functions}
     while min(len(t) for t in times.values()) < reps:
         for name, fn in functions.items():
-            for _ in range(block):
+            fn()
+            for _ in range(block - 1):
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
@@ -224,7 +228,7 @@ def row_generate(reps):
     row = {"workload": "GPT-2 124M KV-cached greedy, 64 + 200 tokens", "check": f"first {agree} tokens identical"}
     if agree < 20:              # random weights: near-ties may flip a later argmax in float32, not the first ones
         return dict(row, note="INVALID: the generated tokens differ from the start; not timed")
-    times = median_times({"npllm": npllm_run, "torch": torch_run}, reps, block=1)
+    times = median_times({"npllm": npllm_run, "torch": torch_run}, reps, block=2)
     return dict(row, npllm=new / times["npllm"], torch=new / times["torch"], unit="tokens/s",
                 ratio=times["torch"] / times["npllm"])
 
