@@ -202,7 +202,7 @@ def test_llama_rejects_a_foreign_config_or_cache():
     assert isinstance(tiny_llama().forward_cached(random_ids((1, 2)))[1], LlamaKVCache)
 
 
-@pytest.mark.parametrize("n_kv_head", [1, 4], ids=["grouped: reference attention", "multi-head: numba's flash attention"])
+@pytest.mark.parametrize("n_kv_head", [1, 4], ids=["grouped-query", "multi-head"])
 def test_llama_on_the_numba_backend_matches_the_reference(n_kv_head):
     pytest.importorskip("numba")
     from npllm.backend import use_backend
