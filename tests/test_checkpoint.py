@@ -429,9 +429,9 @@ def test_remove_stale_temp_files_deletes_only_what_a_killed_write_leaves(tmp_pat
 def test_every_writer_goes_through_write_atomic():
     import inspect
 
-    from npllm import tokenizers
-    from npllm.models import gpt2_io
-    for module in (gpt2_io, tokenizers):
+    from npllm.models import gpt2_io, llama_io
+    from npllm.tokenizers import base, bpe
+    for module in (gpt2_io, llama_io, base, bpe):
         source = inspect.getsource(module)
         assert "write_atomic(" in source and "mkstemp" not in source and '"w"' not in source, module.__name__
 
