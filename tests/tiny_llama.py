@@ -102,7 +102,9 @@ def tokenizer_json(pattern=None, merges_as_strings=False) -> dict:
         {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
         {**byte_level, "use_regex": False}]}
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-            "pre_tokenizer": pre_tokenizer, "post_processor": None, "decoder": {"type": "ByteLevel"},
+            "pre_tokenizer": pre_tokenizer, "post_processor": None,
+            # The tokenizers library requires every ByteLevel field, even where they do not matter.
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                       "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
                       "ignore_merges": False, "vocab": vocab,
