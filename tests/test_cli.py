@@ -196,3 +196,10 @@ def test_generate_mistakes_are_one_line_errors_naming_the_flag(trained, capsys, 
 def test_generate_with_a_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
     line = run_error(capsys, ["generate", "--checkpoint", str(tmp_path / "missing.safetensors")])
     assert "--checkpoint" in line and "not found" in line
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    done = subprocess.run(f"{sys.executable} -m npllm.commands info | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(ROOT), str(ROOT / "kernels")])})
+    assert done.stdout.startswith("npllm ") and "Traceback" not in done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from npllm.errors import CheckpointError, UsageError
@@ -47,4 +48,7 @@ def main(argv=None) -> int:
     except CheckpointError as exc:
         print(f"npllm {args.command}: error: --checkpoint: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:          # `npllm info | head`: the reader left early; not worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so exit's flush cannot fail again
+        return 1
     return int(status or 0)
