@@ -50,6 +50,14 @@ def load_backend(name):
     return pytest.importorskip("npllm_kernels.cuda")
 
 
+def kernel_module(name, op=None):
+    """``load_backend(name)`` for a kernel backend, skipping the test when it lacks ``<op>_forward``."""
+    module = load_backend(name)
+    if op is not None and not hasattr(module, f"{op}_forward"):
+        pytest.skip(f"backend {name} has no {op}")
+    return module
+
+
 # ---------------------------------------------------------------- the gradient-check table
 
 
@@ -83,6 +91,15 @@ def assert_close(actual, desired, dtype, name="", scale=None):
         scale = float(np.max(np.abs(desired), initial=0.0))
     np.testing.assert_allclose(actual, desired.astype(dtype), rtol=RTOL[dtype], atol=RTOL[dtype] * scale,
                                err_msg=name)
+
+
+def assert_same_bad_values(actual, desired, dtype):
+    """NaN and ±inf exactly where desired has them, the finite entries within RTOL of the largest one."""
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(desired))
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(desired))
+    finite = np.isfinite(desired)
+    np.testing.assert_allclose(actual[finite], desired[finite], rtol=RTOL[dtype],
+                               atol=RTOL[dtype] * float(np.max(np.abs(desired[finite]), initial=0.0)))
 
 
 def assert_kernel_matches_reference(kernel, op, inputs, kwargs, douts, dtype, out_scales=None, grad_scales=None):

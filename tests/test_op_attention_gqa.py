@@ -11,6 +11,7 @@ NaN in k or v lands where the reference puts it.  The CUDA kernels run in Numba'
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from _helpers import assert_close, kernel_module
 from hypothesis import strategies as st
 
 from npllm import layers as L
@@ -19,24 +20,12 @@ from npllm.gradcheck_suite import _on_backend, check_case, op_cases
 
 rng = np.random.default_rng(0)
 f64 = lambda *s: rng.standard_normal(s)  # noqa: E731
-RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 KERNEL_BACKENDS = [pytest.param("numba", id="numba"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
 
 
-def kernel_module(name):
-    if name == "numba":
-        import npllm_kernels.cpu as module
-        return module
-    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install -e .[cuda])")
-    return pytest.importorskip("npllm_kernels.cuda")
 
 
-def assert_close(actual, desired, dtype, scale=None):
-    """actual in ``dtype`` with desired's shape, within RTOL[dtype] of desired or of ``scale``."""
-    assert actual.dtype == dtype and actual.shape == desired.shape
-    scale = float(np.max(np.abs(desired), initial=0.0)) if scale is None else scale
-    np.testing.assert_allclose(actual, desired, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
 
 
 # ---- reference -----------------------------------------------------------------------------------
@@ -147,7 +136,7 @@ def _compare(module, q, k, v, dout, dtype, **options):
     grads = module.scaled_dot_product_attention_backward(dout, cache)
     grads_ref = L.scaled_dot_product_attention_backward(wide[3], cache_ref)
     for actual, desired, scale in zip((out,) + tuple(grads), (out_ref,) + grads_ref, _term_scales(*wide)):
-        assert_close(np.asarray(actual), desired, dtype, scale if dtype == np.float32 else None)
+        assert_close(np.asarray(actual), desired, dtype, scale=scale if dtype == np.float32 else None)
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)

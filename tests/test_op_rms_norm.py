@@ -12,6 +12,7 @@ import inspect
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from _helpers import assert_close, assert_same_bad_values, kernel_module
 from hypothesis import strategies as st
 
 from npllm import layers as L
@@ -20,28 +21,11 @@ from npllm.gradcheck_suite import _on_backend, check_case, op_cases
 
 rng = np.random.default_rng(0)
 f64 = lambda *s: rng.standard_normal(s)  # noqa: E731
-RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 KERNEL_BACKENDS = [pytest.param("numba", id="numba"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
 
 
-def kernel_module(name, op="rms_norm"):
-    """The backend's module, skipping when it is not installed or lacks ``op``."""
-    if name == "numba":
-        import npllm_kernels.cpu as module
-    else:
-        pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install -e .[cuda])")
-        module = pytest.importorskip("npllm_kernels.cuda")
-    if not hasattr(module, f"{op}_forward"):
-        pytest.skip(f"backend {name} has no {op}")
-    return module
 
 
-def assert_close(actual, desired, dtype, scale=None):
-    """actual in ``dtype`` with desired's shape, within RTOL[dtype] of desired or of ``scale`` (default: its
-    largest entry; for a sum that cancels, the size of its terms, whose rounding it carries)."""
-    assert actual.dtype == dtype and actual.shape == desired.shape
-    scale = float(np.max(np.abs(desired), initial=0.0)) if scale is None else scale
-    np.testing.assert_allclose(actual, desired, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
 
 
 # ---- reference: values and properties ------------------------------------------------------------
@@ -146,8 +130,8 @@ def test_rms_norm_kernel_matches_the_reference(backend, dtype, lead, C, eps, see
     dw_terms = float(np.max(np.sum(np.abs(dy * cache_ref.xhat).reshape(-1, C), axis=0)))
     dx, dweight = module.rms_norm_backward(dy, cache)
     dx_ref, dweight_ref = L.rms_norm_backward(dy.astype(np.float64), cache_ref)
-    assert_close(dx, dx_ref, dtype, dx_terms)
-    assert_close(dweight, dweight_ref, dtype, dw_terms)
+    assert_close(dx, dx_ref, dtype, scale=dx_terms)
+    assert_close(dweight, dweight_ref, dtype, scale=dw_terms)
 
 
 def test_rms_norm_numba_parallel_kernel_matches_the_reference():
@@ -190,8 +174,4 @@ def test_rms_norm_kernel_bad_values_land_where_the_reference_puts_them(backend, 
         y_ref, cache_ref = L.rms_norm_forward(x, weight)
         results = [(y, y_ref)] + list(zip(module.rms_norm_backward(dy, cache), L.rms_norm_backward(dy, cache_ref)))
     for actual, desired in results:
-        np.testing.assert_array_equal(np.isnan(actual), np.isnan(desired))
-        np.testing.assert_array_equal(np.isinf(actual), np.isinf(desired))
-        finite = np.isfinite(desired)
-        np.testing.assert_allclose(actual[finite], desired[finite], rtol=RTOL[dtype],
-                                   atol=RTOL[dtype] * float(np.max(np.abs(desired[finite]), initial=0.0)))
+        assert_same_bad_values(actual, desired, dtype)

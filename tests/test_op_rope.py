@@ -13,6 +13,7 @@ import inspect
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from _helpers import assert_close, assert_same_bad_values, kernel_module
 from hypothesis import strategies as st
 
 from npllm import layers as L
@@ -21,38 +22,14 @@ from npllm.gradcheck_suite import _on_backend, check_case, op_cases
 
 rng = np.random.default_rng(0)
 f64 = lambda *s: rng.standard_normal(s)  # noqa: E731
-RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
 CUDA = pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)
 
 
-def kernel_module(name, op):
-    """The backend's module, skipping when it is not installed or lacks ``op``."""
-    if name == "numba":
-        import npllm_kernels.cpu as module
-    else:
-        pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install -e .[cuda])")
-        module = pytest.importorskip("npllm_kernels.cuda")
-    if not hasattr(module, f"{op}_forward"):
-        pytest.skip(f"backend {name} has no {op}")
-    return module
 
 
-def assert_close(actual, desired, dtype, scale=None):
-    """actual in ``dtype`` with desired's shape, within RTOL[dtype] of desired or of ``scale`` (default:
-    its largest entry)."""
-    assert actual.dtype == dtype and actual.shape == desired.shape
-    scale = float(np.max(np.abs(desired), initial=0.0)) if scale is None else scale
-    np.testing.assert_allclose(actual, desired, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
 
 
-def assert_same_bad_values(actual, desired, dtype):
-    """NaN and inf exactly where desired has them, the finite entries close."""
-    np.testing.assert_array_equal(np.isnan(actual), np.isnan(desired))
-    np.testing.assert_array_equal(np.isinf(actual), np.isinf(desired))
-    finite = np.isfinite(desired)
-    np.testing.assert_allclose(actual[finite], desired[finite], rtol=RTOL[dtype],
-                               atol=RTOL[dtype] * float(np.max(np.abs(desired[finite]), initial=0.0)))
 
 
 # ---- rope reference: values and properties -------------------------------------------------------
@@ -321,7 +298,7 @@ def _compare_rope_attention(module, args, kwargs, dout, dtype):
     grads_ref = L.rope_attention_backward(dout.astype(np.float64), cache_ref)
     scales = _term_scales(*[a.astype(np.float64) for a in args[:3]], dout.astype(np.float64))
     for actual, desired, scale in zip((out,) + grads, (out_ref,) + grads_ref, scales):
-        assert_close(actual, desired, dtype, scale if dtype == np.float32 else None)
+        assert_close(actual, desired, dtype, scale=scale if dtype == np.float32 else None)
     for before, after in zip(originals, args[:3] + (dout,)):
         np.testing.assert_array_equal(after, before)
 

@@ -12,6 +12,7 @@ import inspect
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from _helpers import assert_close, assert_same_bad_values
 from hypothesis import strategies as st
 
 from npllm import layers as L
@@ -20,7 +21,6 @@ from npllm.gradcheck_suite import _on_backend, check_case, op_cases
 
 rng = np.random.default_rng(0)
 f64 = lambda *s: rng.standard_normal(s)  # noqa: E731
-RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 OPS = ("silu", "swiglu", "swiglu_mlp")
 
 
@@ -30,11 +30,6 @@ def kernels():
     return npllm_kernels.cpu
 
 
-def assert_close(actual, desired, dtype):
-    """actual in ``dtype`` with desired's shape, within RTOL[dtype] of desired or of its largest entry."""
-    assert actual.dtype == dtype and actual.shape == desired.shape
-    scale = float(np.max(np.abs(desired), initial=0.0))
-    np.testing.assert_allclose(actual, desired, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
 
 
 def silu(z):
@@ -200,8 +195,4 @@ def test_kernels_bad_values_land_where_the_reference_puts_them(kernels, dtype, v
         grads_ref = getattr(L, f"{op}_backward")(dy, cache_ref)
     grads, grads_ref = (grads, grads_ref) if isinstance(grads, tuple) else ((grads,), (grads_ref,))
     for actual, desired in [(out, out_ref)] + list(zip(grads, grads_ref)):
-        np.testing.assert_array_equal(np.isnan(actual), np.isnan(desired))
-        np.testing.assert_array_equal(np.isinf(actual), np.isinf(desired))
-        finite = np.isfinite(desired)
-        np.testing.assert_allclose(actual[finite], desired[finite], rtol=RTOL[dtype],
-                                   atol=RTOL[dtype] * float(np.max(np.abs(desired[finite]), initial=0.0)))
+        assert_same_bad_values(actual, desired, dtype)
