@@ -71,19 +71,20 @@ def is_hf_directory(path) -> bool:
     return path.is_dir() and ((path / CONFIG_NAME).exists() or (path / WEIGHTS_NAME).exists())
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path, what: str = "config", limit: int = MAX_CONFIG_BYTES) -> dict:
+    """A small JSON object file (config.json, a shard index); CheckpointError naming it otherwise."""
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, more than the {MAX_CONFIG_BYTES:,} "
-                                  "a config holds")
-        config = json.loads(path.read_bytes().decode("utf-8"))
+        size = path.stat().st_size
+        if size > limit:
+            raise CheckpointError(f"{path}: {size:,} bytes, more than a {what} holds")
+        value = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+        raise CheckpointError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a JSON config: {exc}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
+        raise CheckpointError(f"{path}: not a JSON {what}: {exc}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def config_from_hf(hf: dict, where: str = CONFIG_NAME) -> GPT2Config:
@@ -143,7 +144,7 @@ def config_to_hf(config, dtype, tokenizer=None) -> dict:
 def read_config(path) -> GPT2Config:
     """The sizes of the GPT-2 directory ``path`` (its config.json, checked), as a :class:`GPT2Config`."""
     config_path = Path(path) / CONFIG_NAME
-    return config_from_hf(_read_json(config_path), str(config_path))
+    return config_from_hf(read_json(config_path), str(config_path))
 
 
 def _check_directory(path: Path) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 
 from npllm.checkpoint import Field, check_config_bounds, check_tensor_shapes, read_safetensors_header, write_atomic
 from npllm.errors import CheckpointError, CheckpointWriteError
-from npllm.models.gpt2_io import CONFIG_NAME, WEIGHTS_NAME, MAX_CONFIG_BYTES
+from npllm.models.gpt2_io import CONFIG_NAME, MAX_CONFIG_BYTES, WEIGHTS_NAME, read_json
 from npllm.models.layout import CONFIG_FIELDS, check_config
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -60,22 +60,6 @@ def is_llama_config(hf: dict) -> bool:
     if isinstance(architectures, list) and set(map(str, architectures)) & set(ARCHITECTURES):
         return True
     return hf.get("model_type") in ARCHITECTURES.values()
-
-
-def read_json(path: Path, what: str = "config", limit: int = MAX_CONFIG_BYTES) -> dict:
-    """A small JSON object file (config.json, the shard index); CheckpointError naming it otherwise."""
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            raise CheckpointError(f"{path}: {size:,} bytes, more than a {what} holds")
-        value = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a JSON {what}: {exc}") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _rope_theta(hf: dict, where: str) -> float:
