@@ -239,7 +239,9 @@ def _rope_inputs(rng, case):
 def _rope_offset_inputs(rng, case):
     """One row of positions per batch element, as a KV cache (an offset) or packed sequences (gaps) give."""
     B, NH, T, HS, theta = ((2, 2, 4, 6, 10000.0), (3, 1, 5, 4, 500.0))[case]
-    offsets = rng.integers(1, 40, (B, 1))
+    # Offsets at least 10 apart: every row's positions differ, or a solution that ignores the row (one
+    # shared set of angles) could pass by luck.
+    offsets = 1 + 10 * np.arange(B)[:, None] + rng.integers(0, 5, (B, 1))
     positions = offsets + np.cumsum(rng.integers(1, 3, (B, T)), axis=1) - 1       # increasing, some gaps
     return [_normal(rng, B, NH, T, HS), positions], {"theta": theta}
 
