@@ -90,9 +90,9 @@ def serial_twin(kernel, **options):
 PARALLEL_MIN_WORK = 1 << 18
 
 
-def for_thread_count(parallel_kernel, serial_kernel, work=None):
+def for_thread_count(parallel_kernel, serial_kernel, work=None, min_work=PARALLEL_MIN_WORK):
     """``serial_kernel`` when Numba runs one thread (a parallel region would only add a hand-off) or
-    when ``work`` (elements touched) is below PARALLEL_MIN_WORK; else ``parallel_kernel``."""
-    if numba.get_num_threads() == 1 or (work is not None and work < PARALLEL_MIN_WORK):
+    when ``work`` (elements touched) is below ``min_work``; else ``parallel_kernel``."""
+    if numba.get_num_threads() == 1 or (work is not None and work < min_work):
         return serial_kernel
     return parallel_kernel

@@ -28,15 +28,19 @@ the O(T²·d) loops), and finite inputs never leave the fast path.
 
 The tile products use ``np.dot`` on contiguous tiles (BLAS: faster than any loop we wrote; see
 docs/performance.md, "Threads and BLAS pools") with BLAS held to one thread while the ``prange`` over
-(batch·head, query tile) work items keeps the cores busy (see ``_threads``). Work items are dealt round-robin to one loop per thread, so each
-thread owns its scratch (allocated here in Python, visible to tracemalloc) and causal rows of
-different cost are spread evenly. The backward runs one item per batch·head when there are at least as
+(batch·head, query tile) work items keeps the cores busy (see ``_threads``). Work items are dealt to
+one loop per thread, so each thread owns its scratch (allocated here in Python, visible to
+tracemalloc); the forward deals them costliest first in a snake order (``_flash.forward_kernel``) so
+that causal tiles of different cost are spread evenly. The backward runs one item per batch·head when there are at least as
 many as threads (dQ written in place); otherwise one per (batch·head, key tile), each thread summing its
 dQ into its own buffer, added up at the end. ``fast_exp`` (``_math``) keeps the exp loops vectorized.
 The loops live in ``_flash.py``; they read every head as a column block of a 3-D array, the (B, T, H·d)
 parent of the ``split_heads`` views a model passes or a contiguous input seen as (B·H, T, d), so neither
 costs a copy, and the output is returned as the same kind of view (``merge_heads`` of it is free).
 Time and memory against the reference: docs/performance.md, "Flash attention".
+
+One query (``Tq = 1``, no mask: a step of KV-cached decoding) takes ``_decode``'s kernel instead, which
+reads q, k and v where they are (a ``KVCache`` slice is not copied into the loops' layout first).
 
 Grouped-query attention (k, v with Hkv heads, H a multiple of Hkv) runs in the same loops: query head
 h reads kv head h // (H / Hkv) where it is stored, with no repeated copy of K or V, and the backward
@@ -59,7 +63,7 @@ from npllm.layers._validate import all_finite, check_cache, upstream
 from npllm.layers import attention as reference
 from npllm.layers.attention import check_attention_inputs, check_multi_head_inputs, merge_heads, split_heads
 from npllm.layers.linear import linear_backward, linear_forward
-from npllm_kernels.cpu import _flash
+from npllm_kernels.cpu import _decode, _flash
 from npllm_kernels.cpu._flash import BLOCK_K, BLOCK_Q  # noqa: F401  (re-exported: the tile sizes)
 from npllm_kernels.cpu._threads import for_thread_count, serial_twin, single_threaded_blas
 from npllm_kernels.cpu._workspace import reused_buffer
@@ -93,6 +97,15 @@ class RopeTables(NamedTuple):
 class ReferenceAttentionCache(NamedTuple):
     """The cache of a call whose inputs were not finite, which the reference computed (module docstring)."""
     reference: object         # the reference's AttentionCache
+
+
+class DecodeAttentionCache(NamedTuple):
+    """The cache of a one-query call (``_decode``): its inputs, from which the backward recomputes the
+    reference's (decoding never differentiates, so the forward keeps nothing else)."""
+    q: np.ndarray             # (B, H, 1, d)
+    k: np.ndarray             # (B, Hkv, Tk, d)
+    v: np.ndarray             # (B, Hkv, Tk, dv)
+    causal: bool
 
 
 class FlashMultiHeadAttentionCache(NamedTuple):
@@ -218,6 +231,23 @@ def _reference_cache(cache):
     return reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=cache.causal)[1]
 
 
+_decode_serial = serial_twin(_decode.decode_kernel, **_flash.COMPILE_FLAGS)
+
+
+def _attend_one_query(q, k, v, causal):
+    """The ``_decode`` kernel on checked (B, H, 1, d) q and its (B, Hkv, Tk, ·) k, v → out, cache, or None
+    when an input was not finite (then the reference must run)."""
+    B, H, _, d = q.shape
+    Tk, dv = k.shape[2], v.shape[3]
+    out3 = np.empty((B, 1, H * dv), dtype=q.dtype)              # heads side by side: merge_heads is free
+    scores = np.empty((B * H, Tk), dtype=q.dtype)
+    kernel = for_thread_count(_decode.decode_kernel, _decode_serial, B * H * Tk * (d + dv), _decode.PARALLEL_MIN_WORK)
+    (qf, q_str), (kf, k_str), (vf, v_str) = (_decode.flat_view(a) for a in (q, k, v))
+    if not kernel(qf, q_str, kf, k_str, vf, v_str, H, k.shape[1], Tk, d, dv, q.dtype.type(1 / np.sqrt(d)), out3, scores):
+        return None
+    return _heads(out3, H, H), DecodeAttentionCache(q, k, v, bool(causal))
+
+
 def _check_causal(causal):
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
@@ -255,6 +285,10 @@ def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
     check_attention_inputs(q, k, v, None, False, grouped=True)
     _check_causal(causal)
     check_attention_inputs(q, k, v, mask, False, grouped=True)
+    if q.shape[2] == 1 and k.shape[2] > 0 and mask is None:     # one query (decoding): no tiles, no copies
+        result = _attend_one_query(q, k, v, causal)
+        if result is not None:
+            return result
     if not all_finite(q, k, v):          # the reference's NaN pattern (see the module docstring)
         out, cache = reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=causal)
         return out, ReferenceAttentionCache(cache)
@@ -265,6 +299,9 @@ def scaled_dot_product_attention_backward(dout, cache):
     """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, Hkv, Tk, d), dv (B, Hkv, Tk, dv)."""
     if isinstance(cache, ReferenceAttentionCache):          # the forward's inputs were not finite
         return reference.scaled_dot_product_attention_backward(dout, cache.reference)
+    if isinstance(cache, DecodeAttentionCache):
+        _, recomputed = reference.scaled_dot_product_attention_forward(cache.q, cache.k, cache.v, causal=cache.causal)
+        return reference.scaled_dot_product_attention_backward(dout, recomputed)
     check_cache("cache", cache, FlashAttentionCache)
     if cache.rope is not None:
         raise TypeError("cache must be the FlashAttentionCache of scaled_dot_product_attention_forward, "
