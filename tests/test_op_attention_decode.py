@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import RTOL, assert_close, assert_same_bad_values
+from _helpers import assert_close, assert_same_bad_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
