@@ -20,21 +20,22 @@ from numba import njit, prange
 from npllm_kernels.cpu._flash import COMPILE_FLAGS
 from npllm_kernels.cpu._math import fast_exp
 
-# Below this much work (B·H·Tk·(d + dv) elements) the serial loop wins: a parallel region's hand-off
-# cost ~120-250 µs here, more than one token's attention at GPT-2 sizes (12 heads × 1,000 keys: 210 µs
-# serial, 300 µs parallel; 4 × 12 heads × 1,000 keys: 940 µs serial, 690-750 µs parallel).
-PARALLEL_MIN_WORK = 1 << 22
+# Below this much work (B·H·Tk·(d + dv) elements) the serial loop wins: waking a sleeping worker
+# thread costs ~70-150 µs on the machine measured, more than one token's attention at GPT-2 sizes
+# (12 heads × 200 keys: 31 µs serial, 145 µs parallel; × 1,000 keys: 225 vs 330 µs; 8 × 16 heads ×
+# 2,000 keys: 10.2 vs 4.7 ms).
+PARALLEL_MIN_WORK = 1 << 23
 
 
 @njit(parallel=True, cache=True, **COMPILE_FLAGS)
-def decode_kernel(qf, q_str, kf, k_str, vf, v_str, H, Hkv, Tk, d, dv, scale, out, scores):
+def decode_kernel(qf, q_str, kf, k_str, vf, v_str, H, Hkv, Tk, d, dv, scale, out, scores, finite):
     """One query per head: out's head blocks (B, 1, H·dv) from q (B, H, 1, d), k (B, Hkv, Tk, d) and
     v (B, Hkv, Tk, dv), each given as a flat view and its (4,) element strides (``flat_view``); H is a
-    multiple of Hkv; scores (B·H, Tk) is scratch. Returns False when a score or an output is not
-    finite (the caller then uses the reference)."""
+    multiple of Hkv; scores (B·H, Tk) is scratch; finite (B·H,) bool starts True. Returns False when a
+    score or an output is not finite (the caller then uses the reference). (``finite`` comes from the
+    caller because an ``np.ones`` here would be a parallel region of its own.)"""
     B = out.shape[0]
     group = H // Hkv
-    finite = np.ones(B * H, dtype=np.bool_)
     for bh in prange(B * H):
         b, h = bh // H, bh % H
         kh = h // group                                 # the kv head this query head reads

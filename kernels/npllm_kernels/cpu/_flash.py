@@ -249,11 +249,19 @@ def backward_scratch_size(Tq, d, dv, group=1):
     return group * Tq * (d + dv + 1) + 2 * Tq * BLOCK_K + 2 * BLOCK_K * (d + dv) + BLOCK_Q * d
 
 
+def backward_block_k(Tk):
+    """Keys per backward tile: 64 up to 512 keys, else BLOCK_K.  A causal key tile's first query tile
+    sees only part of it, and the backward computes that tile whole: at T = 256, 128-key tiles did
+    12 blocks of 64 × 64 work for 8 useful ones, 64-key tiles 10 (backward 3.1 → 2.7 ms); from
+    T = 1024 on the wider tiles' faster products win again (docs/performance.md)."""
+    return 64 if Tk <= 512 else BLOCK_K
+
+
 @njit(parallel=True, **_OPTIONS)
 def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse, n_head, kv_heads, group, d, dv,
                     scale, mask, mstr, mask_heads, has_mask, causal, rope_cos, rope_sin, interleaved, has_rope,
-                    dq3, dq_off, dk3, dk_off, dv3, dv_off, dq_parts, scratch):
-    """Writes the head blocks of dq3 (B, Tq, ·), dk3 and dv3 (B, Tk, ·).
+                    dq3, dq_off, dk3, dk_off, dv3, dv_off, dq_parts, scratch, block_k):
+    """Writes the head blocks of dq3 (B, Tq, ·), dk3 and dv3 (B, Tk, ·), in key tiles of block_k ≤ BLOCK_K.
 
     One work item per kv head (dq written in place) when dq_parts has no rows; otherwise one per
     (kv head, key tile), each worker summing dq into its own dq_parts[worker] (B·H, Tq, d), and the
@@ -264,7 +272,7 @@ def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse
     BKV = BH // group
     offset = Tk - Tq
     n_workers = scratch.shape[0]
-    n_k_tiles = (Tk + BLOCK_K - 1) // BLOCK_K
+    n_k_tiles = (Tk + block_k - 1) // block_k
     per_tile = dq_parts.shape[0] > 0
     n_items = BKV * n_k_tiles if per_tile else BKV
     one = q3.dtype.type(1.0)
@@ -315,8 +323,8 @@ def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse
                     for i in range(Tq):
                         dq3[b, i, dq_col:dq_col + d] = 0
             dk_col, dv_col = dk_off + kh * d, dv_off + kh * dv
-            for j0 in range(first_tile * BLOCK_K, min(Tk, last_tile * BLOCK_K), BLOCK_K):
-                cols = min(BLOCK_K, Tk - j0)
+            for j0 in range(first_tile * block_k, min(Tk, last_tile * block_k), block_k):
+                cols = min(block_k, Tk - j0)
                 # Under causal masking the first query that sees key j0 is i = j0 − offset.
                 i_start = (max(0, j0 - offset) // BLOCK_Q) * BLOCK_Q if causal else 0
                 if i_start >= Tq:                  # no query sees these keys: dK = dV = 0
@@ -387,11 +395,13 @@ def backward_kernel(q3, q_off, k3, k_off, v3, v_off, o3, o_off, do3, do_off, lse
             dq_col = dq_off + h * d
             for i in range(Tq):
                 dst = dq3[b, i, dq_col:dq_col + d]
-                dst[:] = 0
-                for w in range(n_workers):
-                    src = dq_parts[w, bh, i]
-                    for c in range(d):
-                        dst[c] += src[c]
+                # Loops, not ``dst[:] = 0``: outside the prange, parallel=True turns an array expression
+                # into a parallel region of its own, one per row (T = 512 took 60 ms instead of 1).
+                for c in range(d):
+                    total = dq_parts[0, bh, i, c]
+                    for w in range(1, n_workers):
+                        total += dq_parts[w, bh, i, c]
+                    dst[c] = total
             if has_rope:
                 pb = bh // mask_heads if rope_cos.shape[0] > 1 else 0
                 _unrotate_rows(dq3[b], 0, Tq, dq_col, d, rope_cos[pb], rope_sin[pb], interleaved)

@@ -208,7 +208,8 @@ def _attend_backward(cache, do3, dq3, dk3, dv3, grad_offsets):
         kernel(cache.q, q_off, cache.k, k_off, cache.v, v_off, cache.out, 0, do3, 0, cache.lse, cache.n_head,
                cache.kv_per_row, group, d, dv, dtype.type(1 / np.sqrt(d)), cache.mask, cache.mask_strides, H,
                cache.has_mask, cache.causal, cos, sin, interleaved, has_rope,
-               dq3, grad_offsets[0], dk3, grad_offsets[1], dv3, grad_offsets[2], dq_parts, scratch)
+               dq3, grad_offsets[0], dk3, grad_offsets[1], dv3, grad_offsets[2], dq_parts, scratch,
+               _flash.backward_block_k(Tk))
 
 
 def flash_inputs(cache):
@@ -243,7 +244,8 @@ def _attend_one_query(q, k, v, causal):
     scores = np.empty((B * H, Tk), dtype=q.dtype)
     kernel = for_thread_count(_decode.decode_kernel, _decode_serial, B * H * Tk * (d + dv), _decode.PARALLEL_MIN_WORK)
     (qf, q_str), (kf, k_str), (vf, v_str) = (_decode.flat_view(a) for a in (q, k, v))
-    if not kernel(qf, q_str, kf, k_str, vf, v_str, H, k.shape[1], Tk, d, dv, q.dtype.type(1 / np.sqrt(d)), out3, scores):
+    if not kernel(qf, q_str, kf, k_str, vf, v_str, H, k.shape[1], Tk, d, dv, q.dtype.type(1 / np.sqrt(d)), out3, scores,
+                  np.ones(B * H, dtype=np.bool_)):
         return None
     return _heads(out3, H, H), DecodeAttentionCache(q, k, v, bool(causal))
 
