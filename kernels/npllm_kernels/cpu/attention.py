@@ -23,7 +23,7 @@ answer is the contract, NaN positions included. The reference multiplies dense (
 which a masked probability is a 0 that still multiplies, so one NaN in v[j] reaches every query's
 output, even a query that may not see key j (0 · NaN = NaN), and a NaN in q[i] reaches dk for every
 key. The flash loops skip exactly those products (masked keys, causal tiles), and reproducing them
-would cost every call; the test costs one vectorized sum per input (``all_finite``, O(T·d) against
+would cost every call; the test costs one vectorized pass per input (``_finite.all_finite``, O(T·d) against
 the O(T²·d) loops), and finite inputs never leave the fast path.
 
 The tile products use ``np.dot`` on contiguous tiles (BLAS: faster than any loop we wrote; see
@@ -59,11 +59,12 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from npllm.layers._validate import all_finite, check_cache, upstream
+from npllm.layers._validate import check_cache, upstream
 from npllm.layers import attention as reference
 from npllm.layers.attention import check_attention_inputs, check_multi_head_inputs, merge_heads, split_heads
 from npllm.layers.linear import linear_backward, linear_forward
 from npllm_kernels.cpu import _decode, _flash
+from npllm_kernels.cpu._finite import all_finite
 from npllm_kernels.cpu._flash import BLOCK_K, BLOCK_Q  # noqa: F401  (re-exported: the tile sizes)
 from npllm_kernels.cpu._threads import for_thread_count, serial_twin, single_threaded_blas
 from npllm_kernels.cpu._workspace import reused_buffer

@@ -19,8 +19,9 @@ from typing import NamedTuple
 import numpy as np
 
 from npllm.layers import rope_attention as reference
-from npllm.layers._validate import all_finite, check_cache, upstream
+from npllm.layers._validate import check_cache, upstream
 from npllm.layers.rope import rope_angles
+from npllm_kernels.cpu._finite import all_finite
 from npllm_kernels.cpu.attention import (ReferenceAttentionCache, RopeTables, _heads, attend_heads,
                                          attend_heads_backward, flash_inputs)
 
