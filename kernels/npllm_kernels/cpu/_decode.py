@@ -28,14 +28,14 @@ PARALLEL_MIN_WORK = 1 << 23
 
 
 @njit(parallel=True, cache=True, **COMPILE_FLAGS)
-def decode_kernel(qf, q_str, kf, k_str, vf, v_str, H, Hkv, Tk, d, dv, scale, out, scores, finite):
+def decode_kernel(qf, q_str, kf, k_str, vf, v_str, H, Hkv, Tk, d, dv, scale, out, scores):
     """One query per head: out's head blocks (B, 1, H·dv) from q (B, H, 1, d), k (B, Hkv, Tk, d) and
     v (B, Hkv, Tk, dv), each given as a flat view and its (4,) element strides (``flat_view``); H is a
-    multiple of Hkv; scores (B·H, Tk) is scratch; finite (B·H,) bool starts True. Returns False when a
-    score or an output is not finite (the caller then uses the reference). (``finite`` comes from the
-    caller because an ``np.ones`` here would be a parallel region of its own.)"""
+    multiple of Hkv; scores (B·H, Tk) is scratch. Returns False when a score or an output is not
+    finite (the caller then uses the reference)."""
     B = out.shape[0]
     group = H // Hkv
+    n_bad = 0                                           # heads with a non-finite score or output
     for bh in prange(B * H):
         b, h = bh // H, bh % H
         kh = h // group                                 # the kv head this query head reads
@@ -43,6 +43,7 @@ def decode_kernel(qf, q_str, kf, k_str, vf, v_str, H, Hkv, Tk, d, dv, scale, out
         q_row, s = qf[at:at + d], scores[bh]
         k_at, v_at = b * k_str[0] + kh * k_str[1], b * v_str[0] + kh * v_str[1]
         row_max = -np.inf
+        finite = True
         for j in range(Tk):
             k_row = kf[k_at + j * k_str[2]:k_at + j * k_str[2] + d]
             total = qf.dtype.type(0)
@@ -50,10 +51,10 @@ def decode_kernel(qf, q_str, kf, k_str, vf, v_str, H, Hkv, Tk, d, dv, scale, out
                 total += q_row[c] * k_row[c]
             total *= scale                              # as the reference: (q · k) · 1/√d
             s[j] = total
-            if not np.isfinite(total):
-                finite[bh] = False
+            finite = finite and np.isfinite(total)
             row_max = max(row_max, total)
-        if not finite[bh]:
+        if not finite:
+            n_bad += 1
             continue
         l_sum = qf.dtype.type(0)
         for j in range(Tk):
@@ -69,12 +70,10 @@ def decode_kernel(qf, q_str, kf, k_str, vf, v_str, H, Hkv, Tk, d, dv, scale, out
         inv = 1 / l_sum
         for c in range(dv):
             o[c] *= inv
-            if not np.isfinite(o[c]):
-                finite[bh] = False
-    for bh in range(B * H):
-        if not finite[bh]:
-            return False
-    return True
+            finite = finite and np.isfinite(o[c])
+        if not finite:
+            n_bad += 1
+    return n_bad == 0
 
 
 def flat_view(a):
@@ -87,5 +86,5 @@ def flat_view(a):
     if a.size == 0 or a.strides[-1] != item or min(a.strides) < 0 or any(s % item for s in a.strides):
         a = np.ascontiguousarray(a)
     strides = np.array([s // item for s in a.strides], dtype=np.int64)
-    span = int(sum((n - 1) * s for n, s in zip(a.shape, strides))) + 1
+    span = int(sum((n - 1) * s for n, s in zip(a.shape, strides))) + 1 if a.size else 0
     return np.lib.stride_tricks.as_strided(a, shape=(span,), strides=(item,)), strides

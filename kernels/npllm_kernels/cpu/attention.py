@@ -226,9 +226,12 @@ def flash_inputs(cache):
 
 
 def _reference_cache(cache):
-    """The reference's AttentionCache for this op's cache (recomputed from a flash cache's inputs)."""
+    """The reference's AttentionCache for this op's cache (recomputed from a flash or one-query cache's
+    inputs)."""
     if isinstance(cache, ReferenceAttentionCache):
         return cache.reference
+    if isinstance(cache, DecodeAttentionCache):
+        return reference.scaled_dot_product_attention_forward(cache.q, cache.k, cache.v, causal=cache.causal)[1]
     q, k, v, mask = flash_inputs(cache)
     return reference.scaled_dot_product_attention_forward(q, k, v, mask=mask, causal=cache.causal)[1]
 
@@ -245,8 +248,7 @@ def _attend_one_query(q, k, v, causal):
     scores = np.empty((B * H, Tk), dtype=q.dtype)
     kernel = for_thread_count(_decode.decode_kernel, _decode_serial, B * H * Tk * (d + dv), _decode.PARALLEL_MIN_WORK)
     (qf, q_str), (kf, k_str), (vf, v_str) = (_decode.flat_view(a) for a in (q, k, v))
-    if not kernel(qf, q_str, kf, k_str, vf, v_str, H, k.shape[1], Tk, d, dv, q.dtype.type(1 / np.sqrt(d)), out3, scores,
-                  np.ones(B * H, dtype=np.bool_)):
+    if not kernel(qf, q_str, kf, k_str, vf, v_str, H, k.shape[1], Tk, d, dv, q.dtype.type(1 / np.sqrt(d)), out3, scores):
         return None
     return _heads(out3, H, H), DecodeAttentionCache(q, k, v, bool(causal))
 
@@ -300,11 +302,9 @@ def scaled_dot_product_attention_forward(q, k, v, mask=None, causal=False):
 
 def scaled_dot_product_attention_backward(dout, cache):
     """dout (B, H, Tq, dv) → dq (B, H, Tq, d), dk (B, Hkv, Tk, d), dv (B, Hkv, Tk, dv)."""
-    if isinstance(cache, ReferenceAttentionCache):          # the forward's inputs were not finite
-        return reference.scaled_dot_product_attention_backward(dout, cache.reference)
-    if isinstance(cache, DecodeAttentionCache):
-        _, recomputed = reference.scaled_dot_product_attention_forward(cache.q, cache.k, cache.v, causal=cache.causal)
-        return reference.scaled_dot_product_attention_backward(dout, recomputed)
+    # Inputs that were not finite, or one query (decoding, which the reference differentiates).
+    if isinstance(cache, (ReferenceAttentionCache, DecodeAttentionCache)):
+        return reference.scaled_dot_product_attention_backward(dout, _reference_cache(cache))
     check_cache("cache", cache, FlashAttentionCache)
     if cache.rope is not None:
         raise TypeError("cache must be the FlashAttentionCache of scaled_dot_product_attention_forward, "
