@@ -351,50 +351,48 @@ class InWorker:
 
 
 # ------------------------------------------------------------------------------------------------ rows
-def row_gpt_step(libraries, reps):
-    key = ("gpt_step",)
+def compare(libraries, key, reps, workload, agree, check, per_second=None, block=6):
+    """One table row: build ``key`` in both libraries, test ``agree(npllm's, torch's)`` (a row that
+    disagrees is not timed), then time them. ``per_second``: the row is that many units per second
+    (tokens/s), else milliseconds per call."""
     mine, theirs = (libraries[name].build(key) for name in ("npllm", "torch"))
-    row = {"workload": "GPT train step 4x128, T=64, B=12", "check": f"losses {mine[1]:.6f} vs {theirs[1]:.6f}"}
-    if not all(abs(a - b) <= 1e-4 * abs(b) for a, b in zip(mine, theirs)):
-        return dict(row, note="INVALID: different losses; not timed")
-    times = median_times(libraries, key, reps)
-    tokens = 12 * 64
-    return dict(row, npllm=tokens / times["npllm"], torch=tokens / times["torch"], unit="tokens/s",
-                ratio=times["torch"] / times["npllm"])
+    row = {"workload": workload, "check": check(mine, theirs)}
+    if not agree(mine, theirs):
+        return dict(row, note="INVALID: the two libraries disagree; not timed")
+    times = median_times(libraries, key, reps, block)
+    rate = (lambda s: per_second / s) if per_second else (lambda s: s * 1e3)
+    return dict(row, npllm=rate(times["npllm"]), torch=rate(times["torch"]),
+                unit="tokens/s" if per_second else "ms", ratio=times["torch"] / times["npllm"])
+
+
+def _first_difference(mine, theirs):
+    return int(np.argmax(np.concatenate([mine != theirs, [True]])))
+
+
+def row_gpt_step(libraries, reps):
+    return compare(libraries, ("gpt_step",), reps, "GPT train step 4x128, T=64, B=12",
+                   agree=lambda a, b: all(abs(x - y) <= 1e-4 * abs(y) for x, y in zip(a, b)),
+                   check=lambda a, b: f"losses {a[1]:.6f} vs {b[1]:.6f}", per_second=12 * 64)
 
 
 def row_attention(libraries, reps, T):
-    key = ("attention", T)
-    mine, theirs = (libraries[name].build(key) for name in ("npllm", "torch"))
-    row = {"workload": f"causal attention fwd+bwd B=H=4 d=64 T={T}", "check": "out, dq, dk, dv within 1e-4"}
-    if not all(close(a, b, 1e-4) for a, b in zip(mine, theirs)):
-        return dict(row, note="INVALID: outputs or gradients differ; not timed")
-    times = median_times(libraries, key, reps)
-    return dict(row, npllm=times["npllm"] * 1e3, torch=times["torch"] * 1e3, unit="ms",
-                ratio=times["torch"] / times["npllm"])
+    return compare(libraries, ("attention", T), reps, f"causal attention fwd+bwd B=H=4 d=64 T={T}",
+                   agree=lambda a, b: all(close(x, y, 1e-4) for x, y in zip(a, b)),
+                   check=lambda a, b: "out, dq, dk, dv within 1e-4")
 
 
 def row_lstm(libraries, reps):
-    key = ("lstm",)
-    mine, theirs = (libraries[name].build(key) for name in ("npllm", "torch"))
-    row = {"workload": "LSTM fwd+bwd B=32 T=64 D=H=256", "check": "hs, dx, dWx within 1e-3"}
-    if not (close(mine[0], theirs[0], 1e-4) and close(mine[1], theirs[1], 1e-3) and close(mine[2], theirs[2], 1e-3)):
-        return dict(row, note="INVALID: outputs or gradients differ; not timed")
-    times = median_times(libraries, key, reps)
-    return dict(row, npllm=times["npllm"] * 1e3, torch=times["torch"] * 1e3, unit="ms",
-                ratio=times["torch"] / times["npllm"])
+    return compare(libraries, ("lstm",), reps, "LSTM fwd+bwd B=32 T=64 D=H=256",
+                   agree=lambda a, b: all(close(x, y, tol) for x, y, tol in zip(a, b, (1e-4, 1e-3, 1e-3))),
+                   check=lambda a, b: "hs, dx, dWx within 1e-3")
 
 
 def row_generate(libraries, reps):
-    key = ("generate",)
-    mine, theirs = (libraries[name].build(key) for name in ("npllm", "torch"))
-    agree = int(np.argmax(np.concatenate([mine != theirs, [True]])))
-    row = {"workload": "GPT-2 124M KV-cached greedy, 64 + 200 tokens", "check": f"first {agree} tokens identical"}
-    if agree < 20:              # random weights: near-ties may flip a later argmax in float32, not the first ones
-        return dict(row, note="INVALID: the generated tokens differ from the start; not timed")
-    times = median_times(libraries, key, reps, block=2)
-    return dict(row, npllm=NEW_TOKENS / times["npllm"], torch=NEW_TOKENS / times["torch"], unit="tokens/s",
-                ratio=times["torch"] / times["npllm"])
+    # Random weights: near-ties may flip a later argmax in float32, not the first ones.
+    return compare(libraries, ("generate",), reps, "GPT-2 124M KV-cached greedy, 64 + 200 tokens",
+                   agree=lambda a, b: _first_difference(a, b) >= 20,
+                   check=lambda a, b: f"first {_first_difference(a, b)} tokens identical",
+                   per_second=NEW_TOKENS, block=2)
 
 
 def main() -> int:
